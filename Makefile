@@ -1,0 +1,50 @@
+# From Noise to Digits. The two commands a newcomer needs:
+#   make course   run every notebook, write the HTML course to build/course/
+#   make test     unit tests + every notebook under nbval
+# Each builds its Python environment first (in $(VENV), once; about 2 minutes).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The environment is rebuilt when the pinned dependencies change.
+ENV_KEY := $(shell grep -E '^ *"[A-Za-z0-9_.-]+==' pyproject.toml | sha256sum | cut -c1-12)
+ENV_STAMP := $(VENV)/.course-env-$(ENV_KEY)
+# pip prints a warning per package for this machine's local mirrors; keep the log readable.
+QUIET_PIP := grep -v 'is ignored: it is neither a file nor a directory' || true
+FORCE ?=
+
+.PHONY: help env test course student lab clean
+
+help:
+	@echo "make course   execute every notebook and write the HTML course to build/course/"
+	@echo "make test     unit tests + nbval on every notebook"
+	@echo "make student  student handouts (solutions stubbed) in build/student/"
+	@echo "make lab      open JupyterLab on the notebooks"
+
+$(ENV_STAMP):
+	@echo "Building the course environment in $(VENV) (first time only: ~2 minutes, ~6 GB)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e . 2>&1 | $(QUIET_PIP)
+	touch $@
+
+# A cached environment may have been built for another checkout: point it at this one.
+env: $(ENV_STAMP)
+	@$(PY) -c "import course_lib, pathlib, sys; sys.exit(pathlib.Path(course_lib.__file__).parent != pathlib.Path('course_lib').resolve())" 2>/dev/null \
+	  || ($(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP))
+
+test: env
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+course: env
+	$(PY) -m course_lib.build course $(if $(FORCE),--force)
+
+student: env
+	$(PY) -m course_lib.build student $(if $(FORCE),--force)
+
+lab: env
+	$(PY) -m jupyter lab notebooks
+
+clean:
+	rm -rf build

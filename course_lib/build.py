@@ -1,0 +1,199 @@
+"""Build the course's artefacts: the executed HTML course and the student handouts.
+
+    python -m course_lib.build course    # run every notebook, write build/course/*.html
+    python -m course_lib.build student   # write build/student/*.ipynb with solutions stubbed
+
+(``make course`` and ``make student`` call these.) Solutions in the notebooks
+are marked the way nbgrader marks them::
+
+    def q_sample(x0, t, noise, alphas_cumprod):
+        ### BEGIN SOLUTION
+        ...the answer...
+        ### END SOLUTION
+
+and the student version keeps the line's indentation and puts
+``# YOUR CODE HERE`` / ``raise NotImplementedError()`` in their place, so the
+notebook still runs and its check says "Not yet".
+
+Nothing a person edited is overwritten silently: each build folder keeps a
+manifest of the checksums it wrote, and a file changed since is left alone
+unless ``--force`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+BUILD = ROOT / "build"
+
+SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUTION[^\n]*(\n|$)",
+                      re.MULTILINE | re.DOTALL)
+MANIFEST = ".manifest.json"
+
+
+class BuildError(RuntimeError):
+    """A notebook failed to run, or a build would overwrite someone's edits."""
+
+
+def course_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The chapters in order: notebooks/NN_name.ipynb."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+# --- student handouts -------------------------------------------------------------
+
+def stub_solutions(source: str) -> str:
+    """Replace every ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` block by a stub."""
+    def stub(match: re.Match) -> str:
+        indent = match.group(1)
+        return f"{indent}# YOUR CODE HERE\n{indent}raise NotImplementedError(){match.group(2)}"
+
+    if source.count("### BEGIN SOLUTION") != source.count("### END SOLUTION"):
+        raise BuildError("unbalanced ### BEGIN SOLUTION / ### END SOLUTION markers in:\n" + source[:200])
+    return SOLUTION.sub(stub, source)
+
+
+def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` with solutions stubbed and every output cleared (outputs would give answers away)."""
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # deep copy
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = stub_solutions(cell.source)
+            cell.outputs = []
+            cell.execution_count = None
+    return nb
+
+
+def make_student(out_dir: Path = BUILD / "student", force: bool = False) -> list[Path]:
+    """Write the student version of every chapter to ``out_dir``. Returns the paths written."""
+    written = {}
+    for path in course_notebooks():
+        nb = student_version(nbformat.read(path, as_version=4))
+        written[path.name] = nbformat.writes(nb)
+    return _write_generated(out_dir, written, force)
+
+
+# --- the executed course ----------------------------------------------------------
+
+def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None) -> nbformat.NotebookNode:
+    """Run a notebook top to bottom in a fresh kernel and return it with outputs.
+
+    A failing cell raises ``BuildError`` naming the notebook, the cell number and the error.
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(cwd or path.parent)}})
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        cell_no = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
+            o.get("output_type") == "error" for o in c.get("outputs", []))), "?")
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise BuildError(f"{path.name} failed at cell {cell_no}: {first}") from err
+    return nb
+
+
+def make_course(out_dir: Path = BUILD / "course", force: bool = False) -> Path:
+    """Execute every chapter and write an HTML page per chapter plus index.html. Returns the index."""
+    from nbconvert import HTMLExporter
+    from tqdm.auto import tqdm
+
+    exporter = HTMLExporter(template_name="lab")
+    pages, rows = {}, []
+    chapters = course_notebooks()
+    for path in (bar := tqdm(chapters, desc="executing the course", unit="notebook")):
+        bar.set_postfix_str(path.name)
+        start = time.perf_counter()
+        nb = execute_notebook(path)
+        seconds = time.perf_counter() - start
+        body, _ = exporter.from_notebook_node(nb)
+        pages[path.with_suffix(".html").name] = body
+        rows.append((path, _title(nb), seconds))
+    pages["index.html"] = _index_page(rows)
+    _write_generated(out_dir, pages, force)
+    for path, _, seconds in rows:
+        print(f"  {path.name:<32} {seconds:6.1f} s")
+    return out_dir / "index.html"
+
+
+def _title(nb) -> str:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return "untitled"
+
+
+def _index_page(rows) -> str:
+    items = "\n".join(f'<li><a href="{p.with_suffix(".html").name}">{title}</a> '
+                      f"<small>({p.name}, ran in {s:.0f} s)</small></li>" for p, title, s in rows)
+    return ("<!doctype html><meta charset='utf-8'><title>From Noise to Digits</title>"
+            "<body style='font-family:sans-serif;max-width:760px;margin:2em auto'>"
+            "<h1>From Noise to Digits</h1><p>A text-to-image latent diffusion model built from "
+            f"scratch on MNIST, one idea per chapter.</p><ol>{items}</ol></body>")
+
+
+# --- writing without clobbering ---------------------------------------------------
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_generated(out_dir: Path, files: dict[str, str], force: bool) -> list[Path]:
+    """Write ``files`` (name -> text) into ``out_dir``, refusing to clobber edited files.
+
+    A file counts as edited when it exists and its checksum is not the one this
+    builder recorded when it last wrote it.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    edited = [name for name in files if (out_dir / name).exists()
+              and _sha((out_dir / name).read_text()) != manifest.get(name)]
+    if edited and not force:
+        raise BuildError(f"not overwriting {', '.join(edited)} in {out_dir}: changed since the last build "
+                         "(perhaps by you). Move them somewhere safe, or rebuild with --force (FORCE=1 with make).")
+    written = []
+    for name, text in files.items():
+        (out_dir / name).write_text(text)
+        manifest[name] = _sha(text)
+        written.append(out_dir / name)
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["course", "student"])
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default build/<what>)")
+    parser.add_argument("--force", action="store_true", help="overwrite files edited since the last build")
+    args = parser.parse_args(argv)
+    try:
+        if args.what == "course":
+            index = make_course(args.out or BUILD / "course", args.force)
+            print(f"The course is at {index}")
+        else:
+            paths = make_student(args.out or BUILD / "student", args.force)
+            print(f"Wrote {len(paths)} student notebooks to {paths[0].parent if paths else args.out}")
+    except BuildError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Self-checking exercises: a friendly pass/fail with a hint, never a bare traceback.
+
+Each ``check_*`` function takes the learner's function, runs it on inputs
+where the library's answer is known, and returns a ``CheckResult``. Shown as a
+cell's last value, it renders as a green "Correct!" or an orange "Not yet"
+box. ``bool(result)`` tells whether the check passed, for tests.
+
+A solution not written yet (the student version's ``raise NotImplementedError()``)
+gets "Not yet" too, so a student notebook runs top to bottom.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import torch
+
+from .schedule import NoiseSchedule, cosine_beta_schedule
+
+NOT_WRITTEN = ("your function still raises NotImplementedError: replace "
+               "`raise NotImplementedError()` with your code, run that cell, then this one again.")
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one exercise check."""
+
+    exercise: str
+    passed: bool
+    message: str
+    hint: str = ""
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        if self.passed:
+            return f"✅ Correct! {self.exercise}: {self.message}"
+        return f"❌ Not yet: {self.exercise}: {self.message}" + (f"\n   Hint: {self.hint}" if self.hint else "")
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        colour, label = ("#e6f4ea", "✅ Correct!") if self.passed else ("#fff4e5", "❌ Not yet")
+        hint = "" if self.passed or not self.hint else f"<br><b>Hint:</b> {html.escape(self.hint)}"
+        return (f'<div style="background:{colour};padding:8px 12px;border-radius:6px;color:#222">'
+                f"<b>{label}</b> {html.escape(self.exercise)}: {html.escape(self.message)}{hint}</div>")
+
+
+def run_check(exercise: str, attempt, hint: str, success: str) -> CheckResult:
+    """Run ``attempt()``, which returns None when all is well or a string saying what is wrong.
+
+    Any exception from the learner's code becomes a "Not yet" with its type and message.
+    """
+    try:
+        problem = attempt()
+    except NotImplementedError:
+        return CheckResult(exercise, False, NOT_WRITTEN, hint)
+    except Exception as err:  # noqa: BLE001 -- the learner's code may fail in any way; explain, don't crash
+        return CheckResult(exercise, False, f"your code raised {type(err).__name__}: {err}", hint)
+    if problem:
+        return CheckResult(exercise, False, problem, hint)
+    return CheckResult(exercise, True, success)
+
+
+def _callable_problem(fn, example: str) -> str | None:
+    if not callable(fn):
+        return f"pass your function itself, not its result: {example}"
+    return None
+
+
+def _compare(got, expected: torch.Tensor, what: str, atol: float) -> str | None:
+    if not isinstance(got, torch.Tensor):
+        return f"{what} should be a torch.Tensor, got {type(got).__name__}"
+    if got.shape != expected.shape:
+        return f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    diff = (got.double() - expected.double()).abs()
+    if not torch.isfinite(diff).all():
+        return f"{what} contains NaN or infinite values"
+    if diff.max() > atol:
+        return f"{what} differs from the expected values (largest difference {diff.max().item():.3g})"
+    return None
+
+
+# --- notebook 01 -----------------------------------------------------------------
+
+def check_q_sample(q_sample) -> CheckResult:
+    """Exercise: ``q_sample(x0, t, noise, alphas_cumprod) -> x_t``, the closed-form forward process.
+
+    x0, noise: (B, 1, 28, 28); t: (B,) int64; alphas_cumprod: (T,).
+    """
+    exercise = "q_sample"
+    hint = ("x_t = sqrt(alphas_cumprod[t]) * x0 + sqrt(1 - alphas_cumprod[t]) * noise; "
+            "reshape alphas_cumprod[t] to (B, 1, 1, 1) so that each image gets its own timestep.")
+
+    def attempt():
+        if (problem := _callable_problem(q_sample, "check_q_sample(q_sample)")):
+            return problem
+        schedule = NoiseSchedule("linear")
+        g = torch.Generator().manual_seed(1234)
+        x0 = torch.rand(4, 1, 28, 28, generator=g) * 2 - 1
+        noise = torch.randn(4, 1, 28, 28, generator=g)
+        t = torch.tensor([0, 10, 500, 999])
+        ab = schedule.alphas_cumprod.float()
+        got = q_sample(x0, t, noise, ab)
+        expected = schedule.q_sample(x0, t, noise)
+        problem = _compare(got, expected, "x_t", atol=1e-4)
+        if problem and isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            a = ab[t].view(-1, 1, 1, 1)
+            if torch.allclose(got, a * x0 + (1 - a) * noise, atol=1e-4):
+                return problem + ": it looks like the square roots are missing"
+            alphas = schedule.alphas.float()[t].view(-1, 1, 1, 1)
+            if torch.allclose(got, alphas.sqrt() * x0 + (1 - alphas).sqrt() * noise, atol=1e-4):
+                return problem + ": it looks like you used alpha_t for one step, not the cumulative product"
+            if torch.allclose(got[:1], expected[:1], atol=1e-4):
+                return problem + ": correct for the first image only; does every image use its own t?"
+        return problem
+
+    return run_check(exercise, attempt, hint, "your closed form matches course_lib.schedule.q_sample.")
+
+
+def check_cosine_schedule(cosine_betas) -> CheckResult:
+    """Exercise: ``cosine_betas(num_train_timesteps, s=0.008) -> betas`` of shape (T,)."""
+    exercise = "cosine schedule"
+    hint = ("f(t) = cos(((t / T + s) / (1 + s)) * pi / 2) ** 2 for t = 0..T (T + 1 values); "
+            "alpha_bar = f / f[0]; betas = 1 - alpha_bar[1:] / alpha_bar[:-1], clipped to at most 0.999.")
+
+    def attempt():
+        if (problem := _callable_problem(cosine_betas, "check_cosine_schedule(cosine_betas)")):
+            return problem
+        for T in (1000, 50):
+            got = torch.as_tensor(cosine_betas(T))
+            expected = cosine_beta_schedule(T)
+            if got.ndim == 1 and len(got) == T + 1:
+                return f"for T = {T} you returned {T + 1} betas; there are T betas (one per step) from T + 1 alpha-bars"
+            if got.ndim == 1 and len(got) == T and got.max() > 0.999 + 1e-6:
+                return "the last beta is above 0.999: clip the betas so the final step stays finite"
+            if (problem := _compare(got, expected, f"betas for T = {T}", atol=1e-5)):
+                return problem
+        return None
+
+    return run_check(exercise, attempt, hint, "your betas match course_lib.schedule.cosine_beta_schedule.")

@@ -1,0 +1,53 @@
+"""Choose the compute device once, and make runs repeatable.
+
+The course runs on a laptop CPU by default. When a CUDA GPU or Apple-silicon
+GPU (MPS) is present it is used, unless ``COURSE_DEVICE`` says otherwise
+(for example ``COURSE_DEVICE=cpu`` to reproduce the stored outputs exactly).
+"""
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def get_device() -> torch.device:
+    """The device every notebook uses: $COURSE_DEVICE, else CUDA, else MPS, else CPU."""
+    wanted = os.environ.get("COURSE_DEVICE", "").strip().lower()
+    if wanted:
+        if wanted.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"COURSE_DEVICE={wanted!r} but PyTorch sees no CUDA GPU here. "
+                "Unset COURSE_DEVICE (or set it to 'cpu') to run on the CPU."
+            )
+        if wanted == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError(
+                "COURSE_DEVICE='mps' but Apple's MPS backend is not available here. "
+                "Unset COURSE_DEVICE (or set it to 'cpu') to run on the CPU."
+            )
+        try:
+            return torch.device(wanted)
+        except RuntimeError as err:
+            raise ValueError(
+                f"COURSE_DEVICE={wanted!r} is not a device name; use 'cpu', 'cuda' or 'mps'."
+            ) from err
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch; return a CPU ``torch.Generator`` seeded with ``seed``.
+
+    Passing that generator explicitly to random functions (``torch.randn(...,
+    generator=g)``) keeps a cell's result independent of what ran before it.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be a non-negative integer below 2**63, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)

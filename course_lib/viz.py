@@ -1,0 +1,126 @@
+"""Figures and sliders shared by the notebooks.
+
+Every slider has a static companion (``noise_strip`` for ``timestep_slider``)
+so the lesson also reads where widgets cannot run: GitHub, the HTML export.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .data import denormalize
+from .schedule import NoiseSchedule
+
+
+def show_images(images: torch.Tensor, nrow: int = 8, titles=None, title: str | None = None,
+                scale: float = 1.2):
+    """Show a batch of images in a grid.
+
+    images: (B, 1, H, W) in [0, 1]; values outside are clipped. titles: one string per image.
+    Returns the matplotlib Figure.
+    """
+    images = _as_batch(images)
+    n = len(images)
+    ncol = max(1, min(nrow, n))
+    rows = math.ceil(n / ncol)
+    fig, axes = plt.subplots(rows, ncol, figsize=(scale * ncol, scale * rows + (0.3 if title else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i, 0].clamp(0, 1).cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _as_batch(images: torch.Tensor) -> torch.Tensor:
+    images = torch.as_tensor(images).detach().float()
+    if images.ndim == 2:
+        images = images[None, None]
+    elif images.ndim == 3:
+        images = images[:, None] if images.shape[0] != 1 else images[None]
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"expected images of shape (B, 1, H, W), (B, H, W) or (H, W), got {tuple(images.shape)}")
+    return images
+
+
+def _normal_pdf(x: np.ndarray) -> np.ndarray:
+    return np.exp(-x ** 2 / 2) / math.sqrt(2 * math.pi)
+
+
+def draw_noised(ax_img, ax_hist, x0: torch.Tensor, t: int, schedule: NoiseSchedule,
+                noise: torch.Tensor) -> None:
+    """Draw x_t for one digit (image + pixel histogram against N(0, 1)) on two axes.
+
+    x0, noise: (1, 1, 28, 28); x0 in [-1, 1]. The histogram is what turns into
+    TV static: by t = T-1 it sits on the standard normal curve.
+    """
+    xt = schedule.q_sample(x0, t, noise)
+    ab = schedule.alphas_cumprod[t].item()
+    ax_img.imshow(denormalize(xt)[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+    ax_img.set_title(f"t = {t}\nᾱ = {ab:.3f}", fontsize=9)
+    ax_img.axis("off")
+    grid = np.linspace(-4, 4, 200)
+    ax_hist.hist(xt.flatten().numpy(), bins=40, range=(-4, 4), density=True, color="tab:blue", alpha=0.7)
+    ax_hist.plot(grid, _normal_pdf(grid), color="black", lw=1)
+    ax_hist.set_xlim(-4, 4)
+    ax_hist.set_ylim(0, 1.0)
+    ax_hist.set_yticks([])
+    ax_hist.tick_params(labelsize=7)
+
+
+def noise_strip(x0: torch.Tensor, schedule: NoiseSchedule, timesteps=(0, 50, 100, 250, 500, 750, 999),
+                seed: int = 0):
+    """Static figure: one digit noised to several timesteps, histograms underneath.
+
+    x0: (1, 1, 28, 28) in [-1, 1]. The same noise sample is used at every t, so
+    only the amount of noise changes along the strip. Returns the Figure.
+    """
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    fig, axes = plt.subplots(2, len(timesteps), figsize=(1.6 * len(timesteps), 3.4),
+                             gridspec_kw={"height_ratios": [1.4, 1]})
+    for col, t in enumerate(timesteps):
+        draw_noised(axes[0, col], axes[1, col], x0, int(t), schedule, noise)
+    axes[1, 0].set_ylabel("pixels\nvs N(0,1)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def timestep_slider(x0: torch.Tensor, schedule: NoiseSchedule, seed: int = 0, t: int = 0):
+    """A slider over t that redraws the noised digit and its histogram.
+
+    x0: (1, 1, 28, 28) in [-1, 1]. Returns the ipywidgets box (display it, or
+    let it be the cell's last expression).
+    """
+    import ipywidgets as widgets
+
+    T = schedule.num_train_timesteps
+    if not 0 <= t < T:
+        raise ValueError(f"the slider starts at t={t}, but t must be in [0, {T - 1}]")
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    slider = widgets.IntSlider(value=t, min=0, max=T - 1, step=1, description="timestep t",
+                               continuous_update=False, layout=widgets.Layout(width="500px"))
+    out = widgets.Output()
+
+    def redraw(change=None):
+        with out:
+            out.clear_output(wait=True)
+            fig, (ax_img, ax_hist) = plt.subplots(1, 2, figsize=(6, 2.6),
+                                                  gridspec_kw={"width_ratios": [1, 1.6]})
+            draw_noised(ax_img, ax_hist, x0, slider.value, schedule, noise)
+            snr = schedule.snr(slider.value).item()
+            ax_hist.set_title(f"pixel values vs N(0, 1)   SNR = {snr:.3g}", fontsize=9)
+            fig.tight_layout()
+            plt.show()
+
+    slider.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([slider, out])
