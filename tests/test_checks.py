@@ -1,0 +1,64 @@
+"""course_lib.checks: right answers pass, wrong ones get a specific hint, nothing raises."""
+
+import math
+
+import torch
+
+from course_lib import checks
+
+
+def good_q_sample(x0, t, noise, alphas_cumprod):
+    ab = alphas_cumprod[t].view(-1, 1, 1, 1)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+def test_q_sample_right_answer_passes():
+    result = checks.check_q_sample(good_q_sample)
+    assert result.passed and bool(result)
+    assert "Correct" in str(result) and "Correct" in result._repr_html_()
+
+
+def test_q_sample_diagnoses_common_mistakes():
+    no_sqrt = lambda x0, t, noise, ab: ab[t].view(-1, 1, 1, 1) * x0 + (1 - ab[t].view(-1, 1, 1, 1)) * noise
+    result = checks.check_q_sample(no_sqrt)
+    assert not result and "square roots" in result.message and result.hint
+
+    first_t_only = lambda x0, t, noise, ab: ab[t[0]].sqrt() * x0 + (1 - ab[t[0]]).sqrt() * noise
+    assert "its own t" in checks.check_q_sample(first_t_only).message
+
+    wrong_shape = lambda x0, t, noise, ab: (ab[t].sqrt() * x0.flatten(1).T).T
+    assert "shape" in checks.check_q_sample(wrong_shape).message
+
+
+def test_unwritten_and_crashing_solutions_say_not_yet():
+    def unwritten(x0, t, noise, alphas_cumprod):
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    result = checks.check_q_sample(unwritten)
+    assert not result and "NotImplementedError" in result.message
+    assert str(result).startswith("❌ Not yet") and "Hint:" in str(result)
+
+    crashing = lambda x0, t, noise, ab: x0 @ torch.ones(3, 3)
+    assert "raised RuntimeError" in checks.check_q_sample(crashing).message
+
+    assert "function itself" in checks.check_q_sample(good_q_sample(torch.zeros(1, 1, 28, 28), torch.tensor([0]),
+                                                                    torch.zeros(1, 1, 28, 28),
+                                                                    torch.ones(1000))).message
+
+
+def good_cosine(T, s=0.008, cap=0.999):
+    steps = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    ab = f / f[0]
+    return (1 - ab[1:] / ab[:-1]).clamp(max=cap)
+
+
+def test_cosine_schedule_check():
+    assert checks.check_cosine_schedule(good_cosine)
+    unclipped = lambda T, s=0.008: good_cosine(T, s, cap=1.0)
+    assert "0.999" in checks.check_cosine_schedule(unclipped).message
+    one_too_many = lambda T, s=0.008: torch.cat([good_cosine(T, s), torch.zeros(1)])
+    assert "T + 1" in checks.check_cosine_schedule(one_too_many).message
+    linear = lambda T, s=0.008: torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
+    assert not checks.check_cosine_schedule(linear)
