@@ -12,7 +12,8 @@ PY := $(VENV)/bin/python
 ENV_KEY := $(shell grep -E '^ *"[A-Za-z0-9_.-]+==' pyproject.toml | sha256sum | cut -c1-12)
 ENV_STAMP := $(VENV)/.course-env-$(ENV_KEY)
 # pip prints a warning per package for this machine's local mirrors; keep the log readable.
-QUIET_PIP := grep -v 'is ignored: it is neither a file nor a directory' || true
+# (Only grep's status is ignored: with pipefail a failing pip still stops make.)
+QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 FORCE ?=
 
 .PHONY: help env test course student lab clean
@@ -30,8 +31,9 @@ $(ENV_STAMP):
 	touch $@
 
 # A cached environment may have been built for another checkout: point it at this one.
+# (-I: ignore the current folder, so we see what a kernel started elsewhere would import.)
 env: $(ENV_STAMP)
-	@$(PY) -c "import course_lib, pathlib, sys; sys.exit(pathlib.Path(course_lib.__file__).parent != pathlib.Path('course_lib').resolve())" 2>/dev/null \
+	@$(PY) -I -c "import course_lib, pathlib, sys; sys.exit(pathlib.Path(course_lib.__file__).parent != pathlib.Path('$(CURDIR)/course_lib').resolve())" 2>/dev/null \
 	  || ($(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP))
 
 test: env

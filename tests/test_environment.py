@@ -40,3 +40,13 @@ def test_installed_metadata_matches_pyproject():
     rows = environment.check_environment()
     assert {r[0] for r in rows} == set(pyproject_pins())
     assert all(ok for *_, ok in rows), [r for r in rows if not r[3]]
+
+
+def test_kernels_import_this_checkout():
+    # notebooks run in kernels started from notebooks/, so they import the *installed* course_lib;
+    # a cached environment left pointing at another clone would silently test the wrong code
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-I", "-c", "import course_lib; print(course_lib.__file__)"],
+                         cwd=ROOT / "notebooks", capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(out).resolve() == (ROOT / "course_lib" / "__init__.py").resolve()
