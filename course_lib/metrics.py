@@ -1,0 +1,126 @@
+"""Honest numbers for generated digits: a small MNIST classifier, classifier-FID, class coverage.
+
+* ``MNISTClassifier`` is trained on the training pool only (scripts/train_classifier.py) and
+  shipped; its held-out accuracy is the first thing its tests check.
+* **Classifier-FID** is the Fréchet distance between two sets of images in the classifier's
+  128-dimensional feature space (the idea of FID, with an MNIST network in place of
+  Inception). Lower is better; its **floor** is real-vs-real: the FID between as many
+  training-pool digits and the held-out digits. Always compare FIDs of equal sample sizes:
+  small samples inflate it.
+* ``class_histogram``: the fraction of samples the classifier puts in each class, to see
+  whether a model covers all ten digits (mode coverage).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FEATURE_DIM = 128
+
+
+class MNISTClassifier(nn.Module):
+    """A small CNN: (B, 1, 28, 28) in [0, 1] -> logits (B, 10); ``features`` gives (B, 128)."""
+
+    def __init__(self, width: int = 32, feature_dim: int = FEATURE_DIM, dropout: float = 0.3):
+        super().__init__()
+        self.config = dict(width=width, feature_dim=feature_dim, dropout=dropout)
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(1, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(),
+            nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),           # 14 x 14
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),  # 7 x 7
+            nn.Flatten(), nn.Linear(2 * w * 49, feature_dim), nn.ReLU())
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(feature_dim, 10)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1:] != (1, 28, 28):
+            raise ValueError(f"the classifier expects (B, 1, 28, 28) images in [0, 1], got {tuple(images.shape)}")
+        return self.body((images - 0.1307) / 0.3081)   # MNIST's mean and std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(images)))
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, max_degrees: float = 12.0,
+            max_shift: float = 0.1, scale_range=(0.9, 1.1)) -> torch.Tensor:
+    """Random small rotations, shifts and zooms, (B, 1, 28, 28) -> same: digits written a bit differently."""
+    b = images.shape[0]
+    angle = (torch.rand(b, generator=generator) * 2 - 1) * max_degrees * torch.pi / 180
+    scale = scale_range[0] + torch.rand(b, generator=generator) * (scale_range[1] - scale_range[0])
+    shift = (torch.rand(b, 2, generator=generator) * 2 - 1) * max_shift * 2   # grid units: 2 = full width
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
+
+
+def classifier_loss(model, batch, generator):
+    """Cross-entropy on augmented digits: the loss_fn that ``course_lib.train.train`` needs."""
+    images, labels = batch
+    return F.cross_entropy(model(augment(images, generator)), labels, label_smoothing=0.05)
+
+
+def load_classifier() -> MNISTClassifier:
+    """The shipped classifier, checksum-verified."""
+    from .pretrained import load_model
+    return load_model("classifier", MNISTClassifier)[0]
+
+
+@torch.no_grad()
+def predict(classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted labels (N,) for images (N, 1, 28, 28) in [0, 1]."""
+    classifier.eval()
+    return torch.cat([classifier(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def classifier_features(classifier: MNISTClassifier, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Penultimate-layer features (N, 128), float64, of images (N, 1, 28, 28) in [0, 1]."""
+    classifier.eval()
+    _check_range(images)
+    return torch.cat([classifier.features(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]).double()
+
+
+def _check_range(images: torch.Tensor) -> None:
+    if images.min() < -1e-3 or images.max() > 1 + 1e-3:
+        raise ValueError(f"images must be in [0, 1] (got {images.min().item():.2f}..{images.max().item():.2f}); "
+                         "use course_lib.data.denormalize on [-1, 1] samples")
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2) between two (N, D) feature sets.
+
+    The distance between the two Gaussians fitted to the features (FID's formula). The matrix
+    square roots use symmetric eigendecompositions, which stay real and stable.
+    """
+    a, b = features_a.double(), features_b.double()
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"need two (N, D) feature sets with the same D, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if min(len(a), len(b)) < 2:
+        raise ValueError("need at least two samples per set to estimate a covariance")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    sqrt_a = _sqrtm_psd(cov_a)
+    cross = _sqrtm_psd(sqrt_a @ cov_b @ sqrt_a)
+    return float(((mu_a - mu_b) ** 2).sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * torch.trace(cross))
+
+
+def _sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def classifier_fid(classifier: MNISTClassifier, images_a: torch.Tensor, images_b: torch.Tensor) -> float:
+    """Classifier-FID between two image sets (N, 1, 28, 28) in [0, 1]."""
+    return frechet_distance(classifier_features(classifier, images_a), classifier_features(classifier, images_b))
+
+
+def class_histogram(classifier: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """Fraction of ``images`` the classifier assigns to each digit, shape (10,), sums to 1."""
+    counts = torch.bincount(predict(classifier, images), minlength=10).double()
+    return (counts / counts.sum()).numpy()

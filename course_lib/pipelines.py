@@ -1,0 +1,81 @@
+"""One public way to use each shipped model, named like Hugging Face ``diffusers`` pipelines.
+
+    >>> from course_lib import pipelines
+    >>> pipe = pipelines.load("ddpm")
+    >>> images = pipe(batch_size=16, num_inference_steps=50, sampler="ddim", seed=0)
+    >>> images.shape, images.min() >= 0, images.max() <= 1
+    (torch.Size([16, 1, 28, 28]), tensor(True), tensor(True))
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import denormalize
+from .samplers import make_scheduler
+from .unet import UNet
+
+MAX_SEED = 2**63 - 1
+
+
+class DDPMPipeline:
+    """Unconditional digit generation: noise -> UNet + scheduler -> digits in [0, 1].
+
+    ``unet`` predicts the noise in x_t; ``sample_shape`` is one image's (C, H, W).
+    """
+
+    def __init__(self, unet: UNet, sample_shape=(1, 28, 28), num_train_timesteps: int = 1000,
+                 beta_schedule: str = "linear", info: dict | None = None):
+        self.unet = unet.eval()
+        self.sample_shape = tuple(sample_shape)
+        self.num_train_timesteps = num_train_timesteps
+        self.beta_schedule = beta_schedule
+        self.info = info or {}
+
+    @torch.no_grad()
+    def __call__(self, batch_size: int = 16, num_inference_steps: int = 1000, sampler: str = "ddpm",
+                 seed: int = 0, eta: float = 0.0, callback=None, progress: bool = True) -> torch.Tensor:
+        """Generate ``batch_size`` digits; returns (batch_size, 1, 28, 28) in [0, 1] on the CPU.
+
+        sampler: "ddpm" (ancestral, best with many steps) or "ddim" (deterministic for eta=0,
+        good with 20-100 steps). seed fixes the starting noise and every random step.
+        callback(i, t, sample, pred_original_sample) is called after each step, for snapshots.
+        """
+        _check_int("batch_size", batch_size, 1, 10_000)
+        _check_int("num_inference_steps", num_inference_steps, 1, self.num_train_timesteps)
+        _check_int("seed", seed, 0, MAX_SEED)
+        scheduler = make_scheduler(sampler, num_train_timesteps=self.num_train_timesteps,
+                                   beta_schedule=self.beta_schedule)
+        if sampler == "ddpm" and eta != 0.0:
+            raise ValueError("eta only applies to sampler='ddim'")
+        scheduler.set_timesteps(num_inference_steps)
+        device = next(self.unet.parameters()).device
+        generator = torch.Generator().manual_seed(seed)
+        sample = torch.randn((batch_size, *self.sample_shape), generator=generator).to(device)
+        extra = {"eta": eta} if sampler == "ddim" else {}
+        for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"{sampler} sampling", disable=not progress,
+                                   leave=False)):
+            noise_pred = self.unet(sample, torch.full((batch_size,), int(t), device=device))
+            out = scheduler.step(noise_pred, int(t), sample, generator=generator, **extra)
+            sample = out.prev_sample
+            if callback is not None:
+                callback(i, int(t), sample, out.pred_original_sample)
+        return denormalize(sample).cpu()
+
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+
+
+def load(name: str, device: torch.device | str | None = None):
+    """Load a shipped model by name: ``"ddpm"`` (more as the course grows)."""
+    from .device import get_device
+    from .pretrained import load_model
+
+    device = torch.device(device) if device is not None else get_device()
+    if name == "ddpm":
+        unet, info = load_model("ddpm", UNet)
+        return DDPMPipeline(unet.to(device), info=info)
+    raise ValueError(f"unknown pipeline {name!r}; available: 'ddpm'")

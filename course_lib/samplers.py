@@ -1,0 +1,134 @@
+"""Schedulers that run the diffusion backwards: DDPM (ancestral) and DDIM, with the names of ``diffusers``.
+
+    scheduler = DDIMScheduler()
+    scheduler.set_timesteps(num_inference_steps=50)
+    x = torch.randn(...)                                   # start from static
+    for t in scheduler.timesteps:
+        noise_pred = unet(x, t)
+        x = scheduler.step(noise_pred, t, x).prev_sample   # one step towards a digit
+
+Both first turn the predicted noise into a guess of the clean image,
+
+    x0_pred = (x_t - sqrt(1 - ab_t) * eps) / sqrt(ab_t),
+
+and then differ in how they step to the previous timestep ``t_prev``:
+
+* **DDPM** (Ho et al. 2020) samples x_{t_prev} from the Gaussian posterior q(x_{t_prev} | x_t, x0_pred):
+  fresh noise at every step, so it needs many small steps (1000 for the full chain).
+* **DDIM** (Song et al. 2021, eq. 12) moves deterministically (``eta = 0``) along the direction the
+  predicted noise points to: x_prev = sqrt(ab_prev) x0_pred + sqrt(1 - ab_prev - sigma^2) eps + sigma z,
+  with sigma = eta * sqrt((1 - ab_prev) / (1 - ab_t)) * sqrt(1 - ab_t / ab_prev). Far fewer steps do.
+
+With fewer inference steps than training steps both skip timesteps evenly
+(``timestep_spacing="leading"`` in diffusers: 980, 960, ..., 0 for 50 steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .schedule import NUM_TRAIN_TIMESTEPS, NoiseSchedule
+
+
+@dataclass
+class SchedulerOutput:
+    """prev_sample: x at the previous timestep; pred_original_sample: the current guess of x_0."""
+
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor
+
+
+class _Scheduler:
+    def __init__(self, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_schedule: str = "linear",
+                 clip_sample: bool = True):
+        self.schedule = NoiseSchedule(beta_schedule, num_train_timesteps)
+        self.num_train_timesteps = num_train_timesteps
+        self.alphas_cumprod = self.schedule.alphas_cumprod
+        self.clip_sample = clip_sample     # x0_pred outside [-1, 1] cannot be a real image
+        self.num_inference_steps = None
+        self.timesteps = None
+
+    def set_timesteps(self, num_inference_steps: int) -> None:
+        """Choose the ``num_inference_steps`` timesteps to visit, from noisiest to cleanest."""
+        T = self.num_train_timesteps
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) \
+                or not 1 <= num_inference_steps <= T:
+            raise ValueError(f"num_inference_steps must be an integer from 1 to {T}, got {num_inference_steps!r}")
+        self.num_inference_steps = num_inference_steps
+        step_ratio = T // num_inference_steps
+        self.timesteps = (torch.arange(num_inference_steps) * step_ratio).flip(0)
+
+    def previous_timestep(self, timestep: int) -> int:
+        """The timestep the next call of ``step`` lands on (-1 means the clean image)."""
+        if self.num_inference_steps is None:
+            raise RuntimeError("call scheduler.set_timesteps(num_inference_steps) before scheduler.step(...)")
+        return int(timestep) - self.num_train_timesteps // self.num_inference_steps
+
+    def _alpha_bars(self, timestep):
+        t = int(timestep)
+        if not 0 <= t < self.num_train_timesteps:
+            raise ValueError(f"timestep must be in [0, {self.num_train_timesteps - 1}], got {t}")
+        prev_t = self.previous_timestep(t)
+        ab_t = self.alphas_cumprod[t].item()
+        ab_prev = self.alphas_cumprod[prev_t].item() if prev_t >= 0 else 1.0
+        return ab_t, ab_prev
+
+    def _predict_x0(self, model_output, sample, ab_t):
+        if model_output.shape != sample.shape:
+            raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} must match")
+        x0 = (sample - (1 - ab_t) ** 0.5 * model_output) / ab_t ** 0.5
+        return x0.clamp(-1, 1) if self.clip_sample else x0
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(num_train_timesteps={self.num_train_timesteps}, "
+                f"num_inference_steps={self.num_inference_steps})")
+
+
+def _noise_like(sample: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(sample.shape, generator=generator, dtype=sample.dtype).to(sample.device)
+
+
+class DDPMScheduler(_Scheduler):
+    """Ancestral sampling: x_{t_prev} ~ q(x_{t_prev} | x_t, x0_pred) (DDPM eq. 6-7)."""
+
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
+             generator: torch.Generator | None = None) -> SchedulerOutput:
+        """model_output: predicted noise, like sample (B, C, H, W); timestep: int from ``timesteps``."""
+        ab_t, ab_prev = self._alpha_bars(timestep)
+        x0 = self._predict_x0(model_output, sample, ab_t)
+        alpha = ab_t / ab_prev               # the alpha of this (possibly strided) step
+        beta = 1 - alpha
+        mean = (ab_prev ** 0.5 * beta / (1 - ab_t)) * x0 + (alpha ** 0.5 * (1 - ab_prev) / (1 - ab_t)) * sample
+        if self.previous_timestep(timestep) < 0:
+            return SchedulerOutput(mean, x0)  # the last step adds no noise
+        variance = beta * (1 - ab_prev) / (1 - ab_t)
+        return SchedulerOutput(mean + variance ** 0.5 * _noise_like(sample, generator), x0)
+
+
+class DDIMScheduler(_Scheduler):
+    """DDIM: deterministic for ``eta = 0``; ``eta = 1`` brings back DDPM's amount of noise."""
+
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, eta: float = 0.0,
+             generator: torch.Generator | None = None) -> SchedulerOutput:
+        """model_output: predicted noise, like sample (B, C, H, W); eta in [0, 1]."""
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {eta}")
+        ab_t, ab_prev = self._alpha_bars(timestep)
+        x0 = self._predict_x0(model_output, sample, ab_t)
+        sigma = eta * ((1 - ab_prev) / (1 - ab_t)) ** 0.5 * (1 - ab_t / ab_prev) ** 0.5
+        direction = max(1 - ab_prev - sigma ** 2, 0.0) ** 0.5 * model_output   # "points towards x_t"
+        prev = ab_prev ** 0.5 * x0 + direction
+        if sigma > 0:
+            prev = prev + sigma * _noise_like(sample, generator)
+        return SchedulerOutput(prev, x0)
+
+
+def make_scheduler(sampler: str, **kwargs) -> _Scheduler:
+    """``"ddpm"`` or ``"ddim"``."""
+    if sampler == "ddpm":
+        return DDPMScheduler(**kwargs)
+    if sampler == "ddim":
+        return DDIMScheduler(**kwargs)
+    raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")

@@ -1,0 +1,173 @@
+"""One training loop for every model in the course.
+
+Each model brings only its *loss function* ``loss_fn(model, batch, generator) -> scalar``;
+the loop does the rest, the same way every time:
+
+* random mini-batches drawn from a seeded generator (same seed, same run),
+* AdamW with a short linear warm-up, then a cosine decay to 10% of the learning rate,
+* an **EMA** (exponential moving average) copy of the weights, which samples better
+  than the raw weights because it averages out the last steps' noise,
+* a tqdm progress bar with the running loss,
+* checkpoints that can be resumed exactly (weights, EMA, optimizer, step, RNG state),
+  loaded with ``torch.load(weights_only=True)`` so no code is unpickled.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .schedule import NoiseSchedule
+
+
+class EMA:
+    """Exponential moving average of a model's parameters: ema = decay * ema + (1 - decay) * weights.
+
+    ``ema.model`` is a frozen copy to evaluate or sample with. Buffers are copied as they are.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1.0 - self.decay)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the model, its EMA copy, and the loss of every step."""
+
+    model: nn.Module
+    ema_model: nn.Module
+    losses: list[float] = field(default_factory=list)
+    steps_done: int = 0
+
+
+def train(model: nn.Module, loss_fn, dataset, *, steps: int, batch_size: int = 64, lr: float = 1e-3,
+          weight_decay: float = 0.0, warmup_steps: int = 100, ema_decay: float = 0.999, seed: int = 0,
+          checkpoint_path: str | os.PathLike | None = None, checkpoint_every: int = 500,
+          resume: bool = True, device: torch.device | str = "cpu", progress: bool = True,
+          desc: str = "training") -> TrainResult:
+    """Train ``model`` for ``steps`` optimizer steps on random mini-batches of ``dataset``.
+
+    dataset: a ``Digits`` (or anything indexable by a LongTensor of indices that returns a
+    batch), or a tuple of tensors with the same first dimension. ``loss_fn(model, batch, generator)``
+    gets the batch on ``device``. With ``checkpoint_path``, state is saved every
+    ``checkpoint_every`` steps and at the end; an existing checkpoint is resumed when
+    ``resume`` is True, and never overwritten by a fresh run otherwise.
+    """
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be positive, got steps={steps}, batch_size={batch_size}")
+    device = torch.device(device)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_warmup_cosine(s, warmup_steps, steps))
+    ema = EMA(model, ema_decay)
+    generator = torch.Generator().manual_seed(seed)
+    result = TrainResult(model, ema.model)
+
+    path = Path(checkpoint_path) if checkpoint_path else None
+    if path and path.exists():
+        if not resume:
+            raise FileExistsError(f"{path} already exists; pass resume=True to continue it, "
+                                  "or choose another checkpoint_path (it is not overwritten).")
+        state = load_checkpoint(path)
+        model.load_state_dict(state["model"])
+        ema.model.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["lr_scheduler"])
+        generator.set_state(state["generator"])
+        result.losses = state["losses"].tolist()
+        result.steps_done = int(state["step"])
+
+    n = len(dataset[0]) if isinstance(dataset, (tuple, list)) else len(dataset)
+    bar = tqdm(range(result.steps_done, steps), desc=desc, initial=result.steps_done, total=steps,
+               disable=not progress)
+    for step in bar:
+        idx = torch.randint(0, n, (batch_size,), generator=generator)
+        batch = tuple(d[idx] for d in dataset) if isinstance(dataset, (tuple, list)) else dataset[idx]
+        batch = _to_device(batch, device)
+        loss = loss_fn(model, batch, generator)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower lr (now {lr}) "
+                                     "or check the inputs' range")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        ema.update(model)
+        result.losses.append(loss.item())
+        result.steps_done = step + 1
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sum(result.losses[-50:]) / len(result.losses[-50:]):.4f}")
+        if path and (result.steps_done % checkpoint_every == 0 or result.steps_done == steps):
+            save_checkpoint(path, model=model.state_dict(), ema=ema.model.state_dict(),
+                            optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(),
+                            generator=generator.get_state(), losses=torch.tensor(result.losses),
+                            step=result.steps_done)
+    model.eval()
+    return result
+
+
+def _to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    return type(batch)(_to_device(b, device) for b in batch)
+
+
+def save_checkpoint(path: str | os.PathLike, **state) -> None:
+    """Save a training state atomically (write a temporary file, then rename), so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a training state saved by ``save_checkpoint`` without unpickling code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- truncated zip, wrong file, tampered pickle: all the same to a learner
+        raise RuntimeError(f"{path} is not a readable training checkpoint ({type(err).__name__}: {err}). "
+                           "Delete it to start training afresh.") from err
+
+
+# --- the losses the course's models bring ----------------------------------------
+
+def diffusion_loss(schedule: NoiseSchedule):
+    """The DDPM objective: pick t at random, noise x0 to x_t, predict the noise, MSE.
+
+    Returns ``loss_fn(model, batch, generator)`` for ``train``; batch = (images in [0, 1], labels).
+    """
+    def loss_fn(model, batch, generator):
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x0 = images * 2 - 1                                          # [0, 1] -> [-1, 1]
+        t = torch.randint(0, schedule.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), noise)
+
+    return loss_fn
+
+
+def lr_warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then cosine decay to 0.1 at ``total``."""
+    if step < warmup:  # small steps while Adam's statistics are still guesses
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))

@@ -1,0 +1,168 @@
+"""The U-Net that predicts the noise in x_t (DDPM's denoiser), small enough for a CPU.
+
+Shape of the default model on a 28 x 28 digit (base_channels = 32):
+
+    x_t (B, 1, 28, 28) --conv_in--> 32 @ 28x28 ----------------------------- skip --> up 32 @ 28x28 --conv_out--> eps (B, 1, 28, 28)
+                                      |  ResBlock                                         ^ ResBlock
+                                      v  down                                             |  up
+                                    64 @ 14x14 ----------------------------- skip --> up 64 @ 14x14
+                                      |  ResBlock                                         ^ ResBlock
+                                      v  down                                             |  up
+                                    64 @ 7x7   ResBlock + self-attention -- skip --> ResBlock + self-attention
+                                      \\---------- middle: ResBlock, attention, ResBlock ---/
+
+* The **down path** halves the resolution and widens the channels: it sees more and more of the digit at once.
+* The **up path** mirrors it back to 28 x 28; **skip connections** hand each level's features across,
+  so fine detail lost on the way down is not lost for good.
+* Every ResBlock receives the **timestep embedding** (sinusoidal features of t, then an MLP), added to its
+  feature map: the same weights must remove a whisper of noise at t = 5 and a storm at t = 950.
+* **Self-attention** at the 7 x 7 level lets every region see every other one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import SelfAttention2d
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal features of the timestep, as in the Transformer and DDPM papers.
+
+    timesteps: (B,) ints or floats. Returns (B, dim): [cos(t * f_i), sin(t * f_i)] for
+    frequencies f_i spread geometrically from 1 to 1/max_period, so nearby t get
+    similar vectors and far-apart t clearly different ones.
+    """
+    if dim % 2:
+        raise ValueError(f"the embedding dimension must be even, got {dim}")
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half).to(timesteps.device)
+    args = timesteps.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with GroupNorm and SiLU, the time embedding added in between, and a residual path.
+
+    x: (B, C_in, H, W), emb: (B, emb_dim) -> (B, C_out, H, W).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, num_groups: int = 8,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(num_groups, in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, out_channels)
+        self.norm2 = nn.GroupNorm(num_groups, out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb_proj(F.silu(emb))[:, :, None, None]      # "which t is this?" in every block
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class UNet(nn.Module):
+    """Noise-prediction U-Net: ``model(x_t, t) -> predicted noise`` with x_t's shape.
+
+    sample: (B, in_channels, H, W), H and W divisible by 2**(len(channel_mults) - 1);
+    timestep: (B,) ints in [0, T-1] (or one int for the whole batch).
+
+    in_channels / out_channels: 1 for MNIST pixels (later: the VAE's latent channels).
+    base_channels, channel_mults: width per level (default 32, 64, 64 at 28, 14, 7 pixels).
+    num_res_blocks: ResBlocks per level on the way down (one more on the way up, for the skips).
+    attention_levels: which levels get self-attention (default: the lowest resolution only).
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 32,
+                 channel_mults=(1, 2, 2), num_res_blocks: int = 1, attention_levels=(False, False, True),
+                 num_heads: int = 4, dropout: float = 0.0):
+        super().__init__()
+        if len(attention_levels) != len(channel_mults):
+            raise ValueError("attention_levels needs one True/False per entry of channel_mults")
+        self.config = dict(in_channels=in_channels, out_channels=out_channels, base_channels=base_channels,
+                           channel_mults=tuple(channel_mults), num_res_blocks=num_res_blocks,
+                           attention_levels=tuple(attention_levels), num_heads=num_heads, dropout=dropout)
+        self.in_channels = in_channels
+        self.num_levels = len(channel_mults)
+        emb_dim = 4 * base_channels
+        self.time_embed = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.base_channels = base_channels
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+
+        widths = [base_channels * m for m in channel_mults]
+        self.down = nn.ModuleList()
+        skip_channels, ch = [base_channels], base_channels
+        for level, width in enumerate(widths):
+            blocks = nn.ModuleList()
+            for _ in range(num_res_blocks):
+                blocks.append(ResBlock(ch, width, emb_dim, dropout=dropout))
+                ch = width
+                blocks.append(SelfAttention2d(ch, num_heads) if attention_levels[level] else nn.Identity())
+                skip_channels.append(ch)
+            downsample = nn.Conv2d(ch, ch, 3, stride=2, padding=1) if level < self.num_levels - 1 else nn.Identity()
+            if level < self.num_levels - 1:
+                skip_channels.append(ch)
+            self.down.append(nn.ModuleDict({"blocks": blocks, "downsample": downsample}))
+
+        self.mid1 = ResBlock(ch, ch, emb_dim, dropout=dropout)
+        self.mid_attn = SelfAttention2d(ch, num_heads)
+        self.mid2 = ResBlock(ch, ch, emb_dim, dropout=dropout)
+
+        self.up = nn.ModuleList()
+        for level in reversed(range(self.num_levels)):
+            width = widths[level]
+            blocks = nn.ModuleList()
+            for _ in range(num_res_blocks + 1):
+                blocks.append(ResBlock(ch + skip_channels.pop(), width, emb_dim, dropout=dropout))
+                ch = width
+                blocks.append(SelfAttention2d(ch, num_heads) if attention_levels[level] else nn.Identity())
+            upsample = (nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1))
+                        if level > 0 else nn.Identity())
+            self.up.append(nn.ModuleDict({"blocks": blocks, "upsample": upsample}))
+
+        self.norm_out = nn.GroupNorm(8, ch)
+        self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)   # start by predicting "no noise": a calm first step of training
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, sample: torch.Tensor, timestep) -> torch.Tensor:
+        self._check_input(sample)
+        t = torch.as_tensor(timestep, device=sample.device)
+        if t.ndim == 0:
+            t = t.expand(sample.shape[0])
+        emb = self.time_embed(timestep_embedding(t, self.base_channels))
+
+        h = self.conv_in(sample)
+        skips = [h]
+        for level in self.down:
+            blocks = level["blocks"]
+            for res, attn in zip(blocks[::2], blocks[1::2]):
+                h = attn(res(h, emb))
+                skips.append(h)
+            if not isinstance(level["downsample"], nn.Identity):
+                h = level["downsample"](h)
+                skips.append(h)
+
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+
+        for level in self.up:
+            blocks = level["blocks"]
+            for res, attn in zip(blocks[::2], blocks[1::2]):
+                h = attn(res(torch.cat([h, skips.pop()], dim=1), emb))
+            h = level["upsample"](h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    def _check_input(self, sample: torch.Tensor) -> None:
+        factor = 2 ** (self.num_levels - 1)
+        if sample.ndim != 4 or sample.shape[1] != self.in_channels:
+            raise ValueError(f"UNet expects (B, {self.in_channels}, H, W), got {tuple(sample.shape)}")
+        if sample.shape[2] % factor or sample.shape[3] % factor:
+            raise ValueError(f"H and W must be divisible by {factor}, got {tuple(sample.shape[2:])}")

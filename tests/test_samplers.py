@@ -1,0 +1,138 @@
+"""course_lib.samplers: the arithmetic of DDPM and DDIM against the papers' formulas."""
+
+import math
+
+import pytest
+import torch
+
+from course_lib.samplers import DDIMScheduler, DDPMScheduler, make_scheduler
+from course_lib.schedule import NoiseSchedule
+
+
+def test_timesteps_are_spaced_like_diffusers():
+    s = DDIMScheduler()
+    s.set_timesteps(50)
+    assert s.timesteps.tolist() == list(range(980, -1, -20))
+    s.set_timesteps(1000)
+    assert s.timesteps.tolist() == list(range(999, -1, -1))
+    s.set_timesteps(1)
+    assert s.timesteps.tolist() == [0]
+    for bad in [0, 1001, 2.5, True]:
+        with pytest.raises(ValueError, match="num_inference_steps"):
+            s.set_timesteps(bad)
+    with pytest.raises(RuntimeError, match="set_timesteps"):
+        DDPMScheduler().step(torch.zeros(1, 1, 2, 2), 5, torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ValueError, match="'ddpm' or 'ddim'"):
+        make_scheduler("euler")
+
+
+def test_ddpm_step_is_algorithm_2_of_the_paper():
+    """x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - ab_t) eps) + sigma_t z, sigma_t^2 = beta-tilde_t."""
+    sched = DDPMScheduler(clip_sample=False)
+    sched.set_timesteps(1000)
+    ns = NoiseSchedule("linear")
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64)
+    for t in [999, 500, 10, 1, 0]:
+        got = sched.step(eps, t, x, generator=torch.Generator().manual_seed(7)).prev_sample
+        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+        a, ab, b = ns.alphas[t].item(), ns.alphas_cumprod[t].item(), ns.betas[t].item()
+        sigma = math.sqrt(ns.posterior_variance[t].item()) if t > 0 else 0.0
+        expected = (x - b / math.sqrt(1 - ab) * eps) / math.sqrt(a) + sigma * z
+        assert torch.allclose(got, expected, atol=1e-10), t
+
+
+def test_ddpm_step_is_the_posterior_at_the_predicted_x0():
+    sched = DDPMScheduler(clip_sample=False)
+    sched.set_timesteps(1000)
+    ns = sched.schedule
+    x, eps, t = torch.randn(3, 1, 4, 4, dtype=torch.float64), torch.randn(3, 1, 4, 4, dtype=torch.float64), 300
+    out = sched.step(eps, t, x, generator=torch.Generator().manual_seed(1))
+    ab = ns.alphas_cumprod[t].item()
+    assert torch.allclose(out.pred_original_sample, (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab))
+    mean, var = ns.q_posterior(out.pred_original_sample, x, t)
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.allclose(out.prev_sample, mean + var.sqrt() * z)
+
+
+def test_ddim_step_by_hand():
+    """DDIM eq. 12 with eta = 0 on numbers small enough to check with a pencil."""
+    sched = DDIMScheduler(clip_sample=False)
+    sched.set_timesteps(10)                           # t = 900, 800, ..., 0
+    ab = sched.alphas_cumprod
+    x, eps = torch.tensor([[[[0.5]]]], dtype=torch.float64), torch.tensor([[[[-1.0]]]], dtype=torch.float64)
+    out = sched.step(eps, 500, x)
+    ab_t, ab_prev = ab[500].item(), ab[400].item()
+    x0 = (0.5 + math.sqrt(1 - ab_t)) / math.sqrt(ab_t)
+    assert out.pred_original_sample.item() == pytest.approx(x0)
+    assert out.prev_sample.item() == pytest.approx(math.sqrt(ab_prev) * x0 - math.sqrt(1 - ab_prev))
+    # deterministic: no generator, same answer twice
+    assert torch.equal(sched.step(eps, 500, x).prev_sample, out.prev_sample)
+    # the last step lands on the predicted clean image
+    assert torch.allclose(sched.step(eps, 0, x).prev_sample, sched.step(eps, 0, x).pred_original_sample)
+    with pytest.raises(ValueError, match="eta"):
+        sched.step(eps, 500, x, eta=1.5)
+
+
+def test_ddim_with_eta_1_has_ddpm_variance():
+    ddim = DDIMScheduler(clip_sample=False)
+    ddim.set_timesteps(1000)
+    ns = ddim.schedule
+    x, eps, t = torch.zeros(1, 1, 1, 1, dtype=torch.float64), torch.zeros(1, 1, 1, 1, dtype=torch.float64), 400
+    z = torch.randn(1, 1, 1, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    out = ddim.step(eps, t, x, eta=1.0, generator=torch.Generator().manual_seed(3))
+    assert out.prev_sample.item() == pytest.approx(math.sqrt(ns.posterior_variance[t].item()) * z.item())
+
+
+def oracle_for_gaussian_data(scale: float, alphas_cumprod: torch.Tensor):
+    """The exact noise prediction E[eps | x_t] when the data are N(0, scale^2) (per pixel)."""
+    def predict(x, t):
+        ab = alphas_cumprod[int(t)].item()
+        return math.sqrt(1 - ab) * x / (ab * scale ** 2 + 1 - ab)
+    return predict
+
+
+def sample_with_oracle(sampler, steps, scale=0.5, n=20_000):
+    sched = make_scheduler(sampler, clip_sample=False)
+    sched.set_timesteps(steps)
+    oracle = oracle_for_gaussian_data(scale, sched.alphas_cumprod)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 1, 1, 1, generator=g, dtype=torch.float64)
+    for t in sched.timesteps:
+        x = sched.step(oracle(x, t), int(t), x, generator=g).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_samplers_reproduce_the_data_distribution(sampler):
+    """With a perfect noise predictor, sampling from N(0, I) must end at the data distribution N(0, 0.5^2)."""
+    x = sample_with_oracle(sampler, 1000)
+    assert abs(x.mean().item()) < 0.02
+    assert x.std().item() == pytest.approx(0.5, rel=0.02)
+    # with fewer, larger steps the discretisation error shrinks the spread, less and less as steps grow
+    spreads = [sample_with_oracle(sampler, steps).std().item() for steps in (10, 50, 250)]
+    assert spreads[0] < spreads[1] < spreads[2] < 0.5
+    assert spreads[1] > 0.42  # 50 steps: within 16%
+
+
+def test_samplers_find_a_single_training_image():
+    """If the data is one image, the oracle's x0-prediction is that image and every sampler returns it."""
+    target = torch.linspace(-0.9, 0.9, 16, dtype=torch.float64).view(1, 1, 4, 4)
+    for sampler, steps in [("ddpm", 1000), ("ddim", 20), ("ddim", 1)]:
+        sched = make_scheduler(sampler)
+        sched.set_timesteps(steps)
+        x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        for t in sched.timesteps:
+            ab = sched.alphas_cumprod[int(t)].item()
+            eps = (x - math.sqrt(ab) * target) / math.sqrt(1 - ab)
+            x = sched.step(eps, int(t), x, generator=torch.Generator().manual_seed(int(t))).prev_sample
+        assert torch.allclose(x, target.expand_as(x), atol=1e-6), sampler
+
+
+def test_clip_sample_keeps_x0_in_range():
+    sched = DDPMScheduler()
+    sched.set_timesteps(1000)
+    out = sched.step(torch.full((1, 1, 2, 2), -50.0), 999, torch.zeros(1, 1, 2, 2))
+    assert out.pred_original_sample.abs().max() <= 1
+    with pytest.raises(ValueError, match="must match"):
+        sched.step(torch.zeros(1, 1, 2, 2), 999, torch.zeros(1, 1, 3, 3))

@@ -1,0 +1,116 @@
+"""course_lib.train: deterministic, resumable, EMA as defined, nothing overwritten."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from course_lib.train import EMA, diffusion_loss, load_checkpoint, train
+from course_lib.schedule import NoiseSchedule
+
+
+def regression_data(n=256):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    return x, x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 1
+
+
+def mse_loss(model, batch, generator):
+    x, y = batch
+    return F.mse_loss(model(x).squeeze(1), y)
+
+
+def fresh_model():
+    torch.manual_seed(0)
+    return nn.Linear(4, 1)
+
+
+def test_training_learns_and_is_deterministic():
+    a = train(fresh_model(), mse_loss, regression_data(), steps=600, batch_size=32, lr=0.1, progress=False)
+    b = train(fresh_model(), mse_loss, regression_data(), steps=600, batch_size=32, lr=0.1, progress=False)
+    assert a.losses == b.losses
+    assert a.losses[-1] < 0.01 * a.losses[0]
+    assert torch.allclose(a.model.weight, torch.tensor([[1.0, -2.0, 0.5, 3.0]]), atol=0.05)
+
+
+def test_resume_gives_the_same_result_as_one_run(tmp_path):
+    straight = train(fresh_model(), mse_loss, regression_data(), steps=40, batch_size=16, progress=False)
+    ckpt = tmp_path / "state.pt"
+    train(fresh_model(), mse_loss, regression_data(), steps=20, batch_size=16, progress=False,
+          checkpoint_path=ckpt, checkpoint_every=10)
+    # the first run was planned for 20 steps; continue the same schedule to 40 in a fresh process-like start
+    state = load_checkpoint(ckpt)
+    assert state["step"] == 20 and len(state["losses"]) == 20
+    straight20 = train(fresh_model(), mse_loss, regression_data(), steps=20, batch_size=16, progress=False)
+    resumed = train(fresh_model(), mse_loss, regression_data(), steps=20, batch_size=16, progress=False,
+                    checkpoint_path=ckpt)  # already done: loads and returns
+    assert resumed.losses == straight20.losses
+    assert torch.equal(resumed.model.weight, straight20.model.weight)
+    assert torch.equal(resumed.ema_model.weight, straight20.ema_model.weight)
+    assert straight.losses[:20] != []  # (the 40-step run uses another lr schedule, so no equality there)
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+    ckpt = tmp_path / "state.pt"
+    full = train(fresh_model(), mse_loss, regression_data(), steps=30, batch_size=16, progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def loss_that_stops(model, batch, generator):
+        calls["n"] += 1
+        if calls["n"] > 17:
+            raise Interrupt
+        return mse_loss(model, batch, generator)
+
+    with pytest.raises(Interrupt):
+        train(fresh_model(), loss_that_stops, regression_data(), steps=30, batch_size=16, progress=False,
+              checkpoint_path=ckpt, checkpoint_every=5)
+    assert load_checkpoint(ckpt)["step"] == 15
+    resumed = train(fresh_model(), mse_loss, regression_data(), steps=30, batch_size=16, progress=False,
+                    checkpoint_path=ckpt)
+    assert resumed.losses == pytest.approx(full.losses, abs=0)
+    assert torch.equal(resumed.model.weight, full.model.weight)
+
+
+def test_checkpoints_are_not_overwritten_and_bad_ones_explained(tmp_path):
+    ckpt = tmp_path / "state.pt"
+    train(fresh_model(), mse_loss, regression_data(), steps=5, progress=False, checkpoint_path=ckpt)
+    with pytest.raises(FileExistsError, match="not overwritten"):
+        train(fresh_model(), mse_loss, regression_data(), steps=5, progress=False, checkpoint_path=ckpt,
+              resume=False)
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(RuntimeError, match="not a readable training checkpoint.*Delete it"):
+        train(fresh_model(), mse_loss, regression_data(), steps=5, progress=False, checkpoint_path=ckpt)
+    with pytest.raises(ValueError, match="steps"):
+        train(fresh_model(), mse_loss, regression_data(), steps=0)
+
+
+def test_ema_follows_its_definition():
+    model = nn.Linear(2, 1)
+    ema = EMA(model, decay=0.9)
+    before = ema.model.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    assert torch.allclose(ema.model.weight, 0.9 * before + 0.1 * model.weight)
+    assert not ema.model.weight.requires_grad
+    with pytest.raises(ValueError):
+        EMA(model, decay=1.0)
+
+
+def test_diffusion_loss_is_noise_prediction_mse():
+    schedule = NoiseSchedule()
+    images = torch.rand(8, 1, 28, 28)
+
+    class Oracle(nn.Module):  # knows x0, so it can return the exact noise: the loss must be ~0
+        def forward(self, xt, t):
+            ab = schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
+            return (xt - ab.sqrt() * (images * 2 - 1)) / (1 - ab).sqrt()
+
+    loss = diffusion_loss(schedule)(Oracle(), (images, torch.zeros(8)), torch.Generator().manual_seed(0))
+    assert loss.item() < 1e-6
+    zero = diffusion_loss(schedule)(lambda xt, t: torch.zeros_like(xt), images, torch.Generator().manual_seed(0))
+    assert zero.item() == pytest.approx(1.0, abs=0.05)  # predicting nothing costs the noise's variance
