@@ -16,13 +16,14 @@ ENV_STAMP := $(VENV)/.course-env-$(ENV_KEY)
 QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 FORCE ?=
 
-.PHONY: help env test course student lab clean
+.PHONY: help env test course student lab bench clean
 
 help:
 	@echo "make course   execute every notebook and write the HTML course to build/course/"
 	@echo "make test     unit tests + nbval on every notebook"
 	@echo "make student  student handouts (solutions stubbed) in build/student/"
 	@echo "make lab      open JupyterLab on the notebooks"
+	@echo "make bench    measure the shipped models (bench/results/, README tables)"
 
 $(ENV_STAMP):
 	@echo "Building the course environment in $(VENV) (first time only: ~2 minutes, ~6 GB)"
@@ -47,6 +48,9 @@ student: env
 
 lab: env
 	$(PY) -m jupyter lab notebooks
+
+bench: env
+	$(PY) bench/ddpm_bench.py
 
 clean:
 	rm -rf build

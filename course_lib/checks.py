@@ -141,3 +141,75 @@ def check_cosine_schedule(cosine_betas) -> CheckResult:
         return None
 
     return run_check(exercise, attempt, hint, "your betas match course_lib.schedule.cosine_beta_schedule.")
+
+
+# --- notebook 02 -----------------------------------------------------------------
+
+def _fake_noise_predictor(xt, t):
+    """A deterministic stand-in for a U-Net, so checks need no trained model: (B, C, H, W), (B,) -> like xt."""
+    return torch.tanh(xt * 0.7) + (t.float().view(-1, 1, 1, 1) / 1000.0)
+
+
+def check_training_loss(diffusion_training_loss) -> CheckResult:
+    """Exercise: ``diffusion_training_loss(model, x0, t, noise, alphas_cumprod) -> scalar``.
+
+    Noise x0 to x_t with the closed form, ask the model for the noise, return the mean squared error.
+    """
+    exercise = "training loss"
+    hint = ("x_t = sqrt(ab) * x0 + sqrt(1 - ab) * noise with ab = alphas_cumprod[t] shaped (B, 1, 1, 1); "
+            "then ((model(x_t, t) - noise) ** 2).mean().")
+
+    def attempt():
+        if (problem := _callable_problem(diffusion_training_loss, "check_training_loss(diffusion_training_loss)")):
+            return problem
+        schedule = NoiseSchedule("linear")
+        g = torch.Generator().manual_seed(7)
+        x0 = torch.rand(4, 1, 28, 28, generator=g) * 2 - 1
+        noise = torch.randn(4, 1, 28, 28, generator=g)
+        t = torch.tensor([3, 250, 600, 999])
+        got = diffusion_training_loss(_fake_noise_predictor, x0, t, noise, schedule.alphas_cumprod.float())
+        expected = ((_fake_noise_predictor(schedule.q_sample(x0, t, noise), t) - noise) ** 2).mean()
+        if isinstance(got, torch.Tensor) and got.numel() != 1:
+            return f"the loss should be one number (a scalar), got shape {tuple(got.shape)}: take the mean"
+        got = torch.as_tensor(got, dtype=torch.float64).reshape(())
+        if torch.allclose(got, ((_fake_noise_predictor(schedule.q_sample(x0, t, noise), t) - x0) ** 2).mean().double(),
+                          atol=1e-5):
+            return "you compared the prediction with x0; the network predicts the noise"
+        if torch.allclose(got, ((_fake_noise_predictor(x0, t) - noise) ** 2).mean().double(), atol=1e-5):
+            return "the model was given the clean x0; give it the noised x_t"
+        return _compare(got, expected.double(), "the loss", atol=1e-5)
+
+    return run_check(exercise, attempt, hint, "the same loss course_lib.train.diffusion_loss minimises.")
+
+
+def check_ddpm_step(ddpm_step) -> CheckResult:
+    """Exercise: ``ddpm_step(noise_pred, t, x_t, z, alphas, alphas_cumprod, posterior_variance) -> x_{t-1}``.
+
+    DDPM's Algorithm 2: x_{t-1} = (x_t - beta_t / sqrt(1 - ab_t) * noise_pred) / sqrt(alpha_t) + sigma_t z,
+    with sigma_t^2 = posterior_variance[t] and no noise added at t = 0.
+    """
+    exercise = "one reverse step"
+    hint = ("beta_t = 1 - alphas[t]; mean = (x_t - beta_t / sqrt(1 - alphas_cumprod[t]) * noise_pred) / "
+            "sqrt(alphas[t]); return mean + sqrt(posterior_variance[t]) * z, but just the mean when t == 0.")
+
+    def attempt():
+        if (problem := _callable_problem(ddpm_step, "check_ddpm_step(ddpm_step)")):
+            return problem
+        s = NoiseSchedule("linear")
+        g = torch.Generator().manual_seed(11)
+        x, eps, z = (torch.randn(2, 1, 28, 28, generator=g) for _ in range(3))
+        a, ab, var = s.alphas.float(), s.alphas_cumprod.float(), s.posterior_variance.float()
+        for t in (999, 400, 1, 0):
+            got = ddpm_step(eps, t, x, z, a, ab, var)
+            mean = (x - (1 - a[t]) / (1 - ab[t]).sqrt() * eps) / a[t].sqrt()
+            expected = mean + (var[t].sqrt() * z if t > 0 else 0)
+            if t == 0 and isinstance(got, torch.Tensor) and got.shape == mean.shape \
+                    and not torch.allclose(got, mean, atol=1e-4):
+                return "at t = 0 the step should return the mean only: the last step adds no noise"
+            if (problem := _compare(got, expected, f"x_(t-1) at t = {t}", atol=1e-4)):
+                if isinstance(got, torch.Tensor) and got.shape == mean.shape and torch.allclose(got, mean, atol=1e-4):
+                    return problem + ": it looks like the noise term sigma_t * z is missing"
+                return problem
+        return None
+
+    return run_check(exercise, attempt, hint, "your step is DDPM's Algorithm 2, as course_lib.samplers.DDPMScheduler.")

@@ -23,7 +23,11 @@ from safetensors.torch import load_file, save_file
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
 
 # name -> (file in data/checkpoints, sha256, script that produced it)
-CHECKPOINTS: dict[str, tuple[str, str, str]] = {}
+CHECKPOINTS: dict[str, tuple[str, str, str]] = {
+    "classifier": ("classifier.safetensors",
+                   "60ce346dc668f2e8d65f9471ba484133490e089c22f01bae82c5a9bd8af4ab56",
+                   "scripts/train_classifier.py"),
+}
 
 
 class CheckpointError(RuntimeError):

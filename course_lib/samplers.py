@@ -19,8 +19,11 @@ and then differ in how they step to the previous timestep ``t_prev``:
   predicted noise points to: x_prev = sqrt(ab_prev) x0_pred + sqrt(1 - ab_prev - sigma^2) eps + sigma z,
   with sigma = eta * sqrt((1 - ab_prev) / (1 - ab_t)) * sqrt(1 - ab_t / ab_prev). Far fewer steps do.
 
-With fewer inference steps than training steps both skip timesteps evenly
-(``timestep_spacing="leading"`` in diffusers: 980, 960, ..., 0 for 50 steps).
+With fewer inference steps than training steps both skip timesteps evenly, always
+starting from the noisiest one (``timestep_spacing="trailing"`` in diffusers: 999, 979,
+..., 19 for 50 steps). Starting at t = T-1 matters with few steps: the sampler's input
+really is pure noise only there (Lin et al. 2023, "Common diffusion noise schedules and
+sample steps are flawed").
 """
 
 from __future__ import annotations
@@ -57,14 +60,17 @@ class _Scheduler:
                 or not 1 <= num_inference_steps <= T:
             raise ValueError(f"num_inference_steps must be an integer from 1 to {T}, got {num_inference_steps!r}")
         self.num_inference_steps = num_inference_steps
-        step_ratio = T // num_inference_steps
-        self.timesteps = (torch.arange(num_inference_steps) * step_ratio).flip(0)
+        self.timesteps = (T - torch.arange(num_inference_steps) * (T / num_inference_steps)).round().long() - 1
+        self._previous = dict(zip(self.timesteps.tolist(), self.timesteps[1:].tolist() + [-1]))
 
     def previous_timestep(self, timestep: int) -> int:
         """The timestep the next call of ``step`` lands on (-1 means the clean image)."""
         if self.num_inference_steps is None:
             raise RuntimeError("call scheduler.set_timesteps(num_inference_steps) before scheduler.step(...)")
-        return int(timestep) - self.num_train_timesteps // self.num_inference_steps
+        if int(timestep) not in self._previous:
+            raise ValueError(f"timestep {int(timestep)} is not one of scheduler.timesteps "
+                             f"({self.timesteps[0].item()}, {self.timesteps[1].item() if self.num_inference_steps > 1 else ''}...)")
+        return self._previous[int(timestep)]
 
     def _alpha_bars(self, timestep):
         t = int(timestep)

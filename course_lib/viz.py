@@ -32,7 +32,7 @@ def show_images(images: torch.Tensor, nrow: int = 8, titles=None, title: str | N
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            ax.imshow(images[i, 0].clamp(0, 1).cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(images[i, 0].clamp(0, 1).cpu().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if titles is not None:
                 ax.set_title(str(titles[i]), fontsize=8)
     if title:
@@ -65,7 +65,7 @@ def draw_noised(ax_img, ax_hist, x0: torch.Tensor, t: int, schedule: NoiseSchedu
     """
     xt = schedule.q_sample(x0, t, noise)
     ab = schedule.alphas_cumprod[t].item()
-    ax_img.imshow(denormalize(xt)[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+    ax_img.imshow(denormalize(xt)[0, 0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax_img.set_title(f"t = {t}\nᾱ = {ab:.3f}", fontsize=9)
     ax_img.axis("off")
     grid = np.linspace(-4, 4, 200)

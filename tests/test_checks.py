@@ -62,3 +62,31 @@ def test_cosine_schedule_check():
     assert "T + 1" in checks.check_cosine_schedule(one_too_many).message
     linear = lambda T, s=0.008: torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
     assert not checks.check_cosine_schedule(linear)
+
+
+def good_training_loss(model, x0, t, noise, alphas_cumprod):
+    ab = alphas_cumprod[t].view(-1, 1, 1, 1)
+    return ((model(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, t) - noise) ** 2).mean()
+
+
+def test_training_loss_check():
+    assert checks.check_training_loss(good_training_loss)
+    vs_x0 = lambda m, x0, t, n, ab: ((m(ab[t].view(-1, 1, 1, 1).sqrt() * x0 + (1 - ab[t].view(-1, 1, 1, 1)).sqrt() * n, t) - x0) ** 2).mean()
+    assert "predicts the noise" in checks.check_training_loss(vs_x0).message
+    clean_input = lambda m, x0, t, n, ab: ((m(x0, t) - n) ** 2).mean()
+    assert "noised x_t" in checks.check_training_loss(clean_input).message
+    per_pixel = lambda m, x0, t, n, ab: (m(x0, t) - n) ** 2
+    assert "scalar" in checks.check_training_loss(per_pixel).message
+
+
+def good_ddpm_step(noise_pred, t, x_t, z, alphas, alphas_cumprod, posterior_variance):
+    mean = (x_t - (1 - alphas[t]) / (1 - alphas_cumprod[t]).sqrt() * noise_pred) / alphas[t].sqrt()
+    return mean if t == 0 else mean + posterior_variance[t].sqrt() * z
+
+
+def test_ddpm_step_check():
+    assert checks.check_ddpm_step(good_ddpm_step)
+    no_noise = lambda eps, t, x, z, a, ab, v: good_ddpm_step(eps, 0, x, z, a, ab, v) * 0 + (x - (1 - a[t]) / (1 - ab[t]).sqrt() * eps) / a[t].sqrt()
+    assert "sigma_t * z is missing" in checks.check_ddpm_step(no_noise).message
+    noise_at_zero = lambda eps, t, x, z, a, ab, v: (x - (1 - a[t]) / (1 - ab[t]).sqrt() * eps) / a[t].sqrt() + v[max(t, 1)].sqrt() * z
+    assert "t = 0" in checks.check_ddpm_step(noise_at_zero).message

@@ -12,11 +12,16 @@ from course_lib.schedule import NoiseSchedule
 def test_timesteps_are_spaced_like_diffusers():
     s = DDIMScheduler()
     s.set_timesteps(50)
-    assert s.timesteps.tolist() == list(range(980, -1, -20))
+    assert s.timesteps.tolist() == list(range(999, 0, -20))
     s.set_timesteps(1000)
     assert s.timesteps.tolist() == list(range(999, -1, -1))
     s.set_timesteps(1)
-    assert s.timesteps.tolist() == [0]
+    assert s.timesteps.tolist() == [999]            # one step: straight from pure noise to a guess
+    s.set_timesteps(3)                              # 1000 / 3 is not whole: still even, still ends at the clean image
+    assert s.timesteps.tolist() == [999, 666, 332]
+    assert [s.previous_timestep(t) for t in s.timesteps.tolist()] == [666, 332, -1]
+    with pytest.raises(ValueError, match="not one of scheduler.timesteps"):
+        s.previous_timestep(500)
     for bad in [0, 1001, 2.5, True]:
         with pytest.raises(ValueError, match="num_inference_steps"):
             s.set_timesteps(bad)
@@ -58,20 +63,20 @@ def test_ddpm_step_is_the_posterior_at_the_predicted_x0():
 def test_ddim_step_by_hand():
     """DDIM eq. 12 with eta = 0 on numbers small enough to check with a pencil."""
     sched = DDIMScheduler(clip_sample=False)
-    sched.set_timesteps(10)                           # t = 900, 800, ..., 0
+    sched.set_timesteps(10)                           # t = 999, 899, ..., 99
     ab = sched.alphas_cumprod
     x, eps = torch.tensor([[[[0.5]]]], dtype=torch.float64), torch.tensor([[[[-1.0]]]], dtype=torch.float64)
-    out = sched.step(eps, 500, x)
-    ab_t, ab_prev = ab[500].item(), ab[400].item()
+    out = sched.step(eps, 599, x)
+    ab_t, ab_prev = ab[599].item(), ab[499].item()
     x0 = (0.5 + math.sqrt(1 - ab_t)) / math.sqrt(ab_t)
     assert out.pred_original_sample.item() == pytest.approx(x0)
     assert out.prev_sample.item() == pytest.approx(math.sqrt(ab_prev) * x0 - math.sqrt(1 - ab_prev))
     # deterministic: no generator, same answer twice
-    assert torch.equal(sched.step(eps, 500, x).prev_sample, out.prev_sample)
+    assert torch.equal(sched.step(eps, 599, x).prev_sample, out.prev_sample)
     # the last step lands on the predicted clean image
-    assert torch.allclose(sched.step(eps, 0, x).prev_sample, sched.step(eps, 0, x).pred_original_sample)
+    assert torch.allclose(sched.step(eps, 99, x).prev_sample, sched.step(eps, 99, x).pred_original_sample)
     with pytest.raises(ValueError, match="eta"):
-        sched.step(eps, 500, x, eta=1.5)
+        sched.step(eps, 599, x, eta=1.5)
 
 
 def test_ddim_with_eta_1_has_ddpm_variance():

@@ -1,0 +1,97 @@
+"""Benchmark the shipped DDPM: python bench/ddpm_bench.py [--num-samples N]
+
+For DDPM with 1000 steps and DDIM with 100/50/20/10 steps, generate N digits and
+measure on the held-out set, with the shipped classifier:
+
+* classifier-FID to the held-out digits, next to the real-vs-real floor
+  (N training-pool digits vs the same held-out digits: equal sample sizes, so equal bias);
+* class coverage: the share of samples the classifier puts in each digit class;
+* seconds per image on this machine.
+
+Writes bench/results/ddpm.json and bench/results/ddpm.md, and refreshes the table
+between the <!-- bench:ddpm --> markers in README.md.
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from course_lib import pipelines
+from course_lib.data import load_mnist
+from course_lib.metrics import class_histogram, classifier_features, frechet_distance, load_classifier
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = [("ddpm", 1000), ("ddim", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-samples", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    pipe = pipelines.load("ddpm", device="cpu")
+    classifier = load_classifier()
+    train, heldout = load_mnist("train"), load_mnist("test")
+    heldout_features = classifier_features(classifier, heldout.images)
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:args.num_samples]
+    floor = frechet_distance(classifier_features(classifier, train.images[pick]), heldout_features)
+
+    rows = []
+    for sampler, steps in CONFIGS:
+        start = time.perf_counter()
+        images = torch.cat([pipe(batch_size=min(args.batch_size, args.num_samples - i), num_inference_steps=steps,
+                                 sampler=sampler, seed=args.seed + i)
+                            for i in range(0, args.num_samples, args.batch_size)])
+        seconds = time.perf_counter() - start
+        fid = frechet_distance(classifier_features(classifier, images), heldout_features)
+        hist = class_histogram(classifier, images)
+        rows.append({"sampler": sampler, "steps": steps, "classifier_fid": round(fid, 3),
+                     "fid_over_floor": round(fid / floor, 3), "class_min": round(float(hist.min()), 4),
+                     "class_max": round(float(hist.max()), 4), "class_shares": [round(float(h), 4) for h in hist],
+                     "seconds_per_image": round(seconds / args.num_samples, 4)})
+        print(rows[-1])
+
+    result = {"num_samples": args.num_samples, "heldout": len(heldout), "data": heldout.source,
+              "real_vs_real_floor": round(floor, 3), "rows": rows, "checkpoint": pipe.info,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ddpm.json").write_text(json.dumps(result, indent=1))
+    table = markdown_table(result)
+    (args.out / "ddpm.md").write_text(table)
+    update_readme(table)
+    print(table)
+
+
+def markdown_table(result) -> str:
+    info = result["checkpoint"]
+    lines = [f"Classifier-FID to {result['heldout']:,} held-out digits, {result['num_samples']} samples each; "
+             f"real-vs-real floor **{result['real_vs_real_floor']:.2f}**. Sampling on {result['machine']}.", "",
+             "| sampler | steps | classifier-FID | × floor | smallest / largest class share | s / image |",
+             "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['sampler'].upper()} | {r['steps']} | {r['classifier_fid']:.2f} | {r['fid_over_floor']:.2f} | "
+                     f"{100 * r['class_min']:.1f}% / {100 * r['class_max']:.1f}% | {r['seconds_per_image']:.3f} |")
+    lines += ["", f"Checkpoint: {info.get('steps', '?')} training steps, {info.get('train_seconds', '?')} s on "
+              f"{info.get('hardware', '?')}; trained by `{info.get('script', '?')}`."]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(table: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:ddpm -->", "<!-- /bench:ddpm -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        readme.write_text(head + start + "\n" + table + rest[rest.index(end):])
+
+
+if __name__ == "__main__":
+    main()
