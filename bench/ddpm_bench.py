@@ -13,7 +13,6 @@ between the <!-- bench:ddpm --> markers in README.md.
 """
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -24,14 +23,17 @@ from course_lib import pipelines
 from course_lib.data import load_mnist
 from course_lib.metrics import class_histogram, classifier_features, frechet_distance, load_classifier
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = [("ddpm", 1000), ("ddim", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10)]
+from report import ROOT, write_results
+
+# (sampler, steps, use_clipped_model_output); the last row measures DDIM without that switch.
+CONFIGS = [("ddpm", 1000, True), ("ddim", 100, True), ("ddim", 50, True), ("ddim", 20, True), ("ddim", 10, True),
+           ("ddim", 50, False)]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--num-samples", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=300)
+    parser.add_argument("--num-samples", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
@@ -45,15 +47,17 @@ def main():
     floor = frechet_distance(classifier_features(classifier, train.images[pick]), heldout_features)
 
     rows = []
-    for sampler, steps in CONFIGS:
+    for sampler, steps, clipped in CONFIGS:
         start = time.perf_counter()
+        extra = {} if clipped else {"use_clipped_model_output": False}
         images = torch.cat([pipe(batch_size=min(args.batch_size, args.num_samples - i), num_inference_steps=steps,
-                                 sampler=sampler, seed=args.seed + i)
+                                 sampler=sampler, seed=args.seed + i, **extra)
                             for i in range(0, args.num_samples, args.batch_size)])
         seconds = time.perf_counter() - start
         fid = frechet_distance(classifier_features(classifier, images), heldout_features)
         hist = class_histogram(classifier, images)
-        rows.append({"sampler": sampler, "steps": steps, "classifier_fid": round(fid, 3),
+        rows.append({"sampler": sampler if clipped else f"{sampler} (raw noise)", "steps": steps,
+                     "classifier_fid": round(fid, 3),
                      "fid_over_floor": round(fid / floor, 3), "class_min": round(float(hist.min()), 4),
                      "class_max": round(float(hist.max()), 4), "class_shares": [round(float(h), 4) for h in hist],
                      "seconds_per_image": round(seconds / args.num_samples, 4)})
@@ -62,12 +66,7 @@ def main():
     result = {"num_samples": args.num_samples, "heldout": len(heldout), "data": heldout.source,
               "real_vs_real_floor": round(floor, 3), "rows": rows, "checkpoint": pipe.info,
               "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ddpm.json").write_text(json.dumps(result, indent=1))
-    table = markdown_table(result)
-    (args.out / "ddpm.md").write_text(table)
-    update_readme(table)
-    print(table)
+    print(write_results("ddpm", result, markdown_table(result), args.out))
 
 
 def markdown_table(result) -> str:
@@ -77,20 +76,14 @@ def markdown_table(result) -> str:
              "| sampler | steps | classifier-FID | × floor | smallest / largest class share | s / image |",
              "|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['sampler'].upper()} | {r['steps']} | {r['classifier_fid']:.2f} | {r['fid_over_floor']:.2f} | "
+        name = r["sampler"].replace("ddpm", "DDPM").replace("ddim", "DDIM")
+        lines.append(f"| {name} | {r['steps']} | {r['classifier_fid']:.2f} | {r['fid_over_floor']:.2f} | "
                      f"{100 * r['class_min']:.1f}% / {100 * r['class_max']:.1f}% | {r['seconds_per_image']:.3f} |")
-    lines += ["", f"Checkpoint: {info.get('steps', '?')} training steps, {info.get('train_seconds', '?')} s on "
+    lines += ["", "DDIM uses `use_clipped_model_output=True` (the noise recomputed from the clipped x0 guess); "
+              "the last row is DDIM without it, for comparison.",
+              "", f"Checkpoint: {info.get('steps', '?')} training steps, {info.get('train_seconds', '?')} s on "
               f"{info.get('hardware', '?')}; trained by `{info.get('script', '?')}`."]
     return "\n".join(lines) + "\n"
-
-
-def update_readme(table: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- bench:ddpm -->", "<!-- /bench:ddpm -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        readme.write_text(head + start + "\n" + table + rest[rest.index(end):])
 
 
 if __name__ == "__main__":

@@ -213,3 +213,68 @@ def check_ddpm_step(ddpm_step) -> CheckResult:
         return None
 
     return run_check(exercise, attempt, hint, "your step is DDPM's Algorithm 2, as course_lib.samplers.DDPMScheduler.")
+
+
+# --- notebook 03 -----------------------------------------------------------------
+
+def check_kl_divergence(kl_to_standard_normal) -> CheckResult:
+    """Exercise: ``kl_to_standard_normal(mean, logvar) -> (B,)``, KL(N(mean, exp(logvar)) || N(0, I)) per image.
+
+    mean, logvar: (B, D). The closed form: 0.5 * sum over D of (mean^2 + exp(logvar) - 1 - logvar).
+    """
+    from .vae import kl_divergence
+
+    exercise = "KL term"
+    hint = ("0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(dim=1): logvar is the log of the variance, "
+            "so the variance is logvar.exp(); sum over the latent dimensions, one number per image.")
+
+    def attempt():
+        if (problem := _callable_problem(kl_to_standard_normal, "check_kl_divergence(kl_to_standard_normal)")):
+            return problem
+        g = torch.Generator().manual_seed(3)
+        mean, logvar = torch.randn(5, 6, generator=g), torch.randn(5, 6, generator=g)
+        expected = kl_divergence(mean, logvar)
+        got = kl_to_standard_normal(mean, logvar)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            return "return one KL value per image, shape (B,): sum over dim=1 only, no mean over the batch"
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            if torch.allclose(got, 2 * expected, atol=1e-4):
+                return "twice the expected value: the formula has a factor 0.5 in front"
+            if torch.allclose(got, 0.5 * (mean ** 2 + logvar - 1 - logvar.log().nan_to_num()).sum(1), atol=1e-4) \
+                    or torch.allclose(got, 0.5 * (mean ** 2 + (0.5 * logvar).exp() - 1 - logvar).sum(1), atol=1e-4):
+                return "the variance is exp(logvar) (not logvar, not exp(logvar / 2), which is the std)"
+        if (problem := _compare(got, expected, "the KL", atol=1e-4)):
+            return problem
+        zero = kl_to_standard_normal(torch.zeros(2, 3), torch.zeros(2, 3))
+        return _compare(zero, torch.zeros(2), "the KL of N(0, I) to itself", atol=1e-6)
+
+    return run_check(exercise, attempt, hint, "the same closed form as course_lib.vae.kl_divergence.")
+
+
+def check_reparameterize(reparameterize) -> CheckResult:
+    """Exercise: ``reparameterize(mean, logvar, eps) -> z = mean + exp(logvar / 2) * eps``, same shape."""
+    exercise = "reparameterisation"
+    hint = "std = torch.exp(0.5 * logvar); return mean + std * eps. Do not draw new noise: use the eps you are given."
+
+    def attempt():
+        if (problem := _callable_problem(reparameterize, "check_reparameterize(reparameterize)")):
+            return problem
+        g = torch.Generator().manual_seed(4)
+        mean = torch.randn(4, 3, requires_grad=True)
+        logvar = torch.randn(4, 3, generator=g).requires_grad_(True)
+        eps = torch.randn(4, 3, generator=g)
+        z = reparameterize(mean, logvar, eps)
+        expected = mean + (0.5 * logvar).exp() * eps
+        if isinstance(z, torch.Tensor) and z.shape == expected.shape and not torch.allclose(z, expected, atol=1e-5):
+            if torch.allclose(z, mean + logvar.exp() * eps, atol=1e-5):
+                return "you scaled eps by the variance exp(logvar); scale it by the std, exp(logvar / 2)"
+            if torch.allclose(z, mean + logvar * eps, atol=1e-5):
+                return "logvar is a log-variance: the std is exp(logvar / 2)"
+        if (problem := _compare(z, expected.detach(), "z", atol=1e-5)):
+            return problem
+        if not z.requires_grad:
+            return "z no longer depends on mean and logvar (did you detach or use .data?); the trick needs gradients"
+        return None
+
+    return run_check(exercise, attempt, hint, "z = mean + std * eps, as course_lib.vae.reparameterize, "
+                     "and gradients flow to mean and logvar.")

@@ -35,11 +35,13 @@ class DDPMPipeline:
 
     @torch.no_grad()
     def __call__(self, batch_size: int = 16, num_inference_steps: int = 1000, sampler: str = "ddpm",
-                 seed: int = 0, eta: float = 0.0, callback=None, progress: bool = True) -> torch.Tensor:
+                 seed: int = 0, eta: float = 0.0, use_clipped_model_output: bool = True, callback=None,
+                 progress: bool = True) -> torch.Tensor:
         """Generate ``batch_size`` digits; returns (batch_size, 1, 28, 28) in [0, 1] on the CPU.
 
         sampler: "ddpm" (ancestral, best with many steps) or "ddim" (deterministic for eta=0,
         good with 20-100 steps). seed fixes the starting noise and every random step.
+        eta and use_clipped_model_output: see ``DDIMScheduler.step`` (DDIM only).
         callback(i, t, sample, pred_original_sample) is called after each step, for snapshots.
         """
         _check_int("batch_size", batch_size, 1, 10_000)
@@ -47,13 +49,13 @@ class DDPMPipeline:
         _check_int("seed", seed, 0, MAX_SEED)
         scheduler = make_scheduler(sampler, num_train_timesteps=self.num_train_timesteps,
                                    beta_schedule=self.beta_schedule)
-        if sampler == "ddpm" and eta != 0.0:
-            raise ValueError("eta only applies to sampler='ddim'")
+        if sampler == "ddpm" and (eta != 0.0 or not use_clipped_model_output):
+            raise ValueError("eta and use_clipped_model_output only apply to sampler='ddim'")
         scheduler.set_timesteps(num_inference_steps)
         device = next(self.unet.parameters()).device
         generator = torch.Generator().manual_seed(seed)
         sample = torch.randn((batch_size, *self.sample_shape), generator=generator).to(device)
-        extra = {"eta": eta} if sampler == "ddim" else {}
+        extra = {"eta": eta, "use_clipped_model_output": use_clipped_model_output} if sampler == "ddim" else {}
         for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"{sampler} sampling", disable=not progress,
                                    leave=False)):
             noise_pred = self.unet(sample, torch.full((batch_size,), int(t), device=device))
@@ -70,7 +72,13 @@ def _check_int(name: str, value, low: int, high: int) -> None:
 
 
 def load(name: str, device: torch.device | str | None = None):
-    """Load a shipped model by name: ``"ddpm"`` (more as the course grows)."""
+    """Load a shipped model by name.
+
+    ``"ddpm"``: a ``DDPMPipeline``, ``pipe(batch_size, num_inference_steps, sampler, seed)`` -> digits.
+    ``"vae"``: the spatial ``ConvVAE``: ``vae.encode(x)`` (x (B, 1, 28, 28) in [0, 1]) gives the latent
+    distribution (``.mean``, ``.logvar``, ``.sample()``), each (B, 4, 7, 7); ``vae.decode(z)`` gives
+    digits back in [0, 1]; ``vae.scaling_factor`` turns latents into unit-variance ones for diffusion.
+    """
     from .device import get_device
     from .pretrained import load_model
 
@@ -78,4 +86,10 @@ def load(name: str, device: torch.device | str | None = None):
     if name == "ddpm":
         unet, info = load_model("ddpm", UNet)
         return DDPMPipeline(unet.to(device), info=info)
-    raise ValueError(f"unknown pipeline {name!r}; available: 'ddpm'")
+    if name == "vae":
+        from .vae import ConvVAE
+
+        vae, info = load_model("vae", ConvVAE)
+        vae.info = info
+        return vae.to(device)
+    raise ValueError(f"unknown pipeline {name!r}; available: 'ddpm', 'vae'")

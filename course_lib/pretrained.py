@@ -27,6 +27,15 @@ CHECKPOINTS: dict[str, tuple[str, str, str]] = {
     "classifier": ("classifier.safetensors",
                    "60ce346dc668f2e8d65f9471ba484133490e089c22f01bae82c5a9bd8af4ab56",
                    "scripts/train_classifier.py"),
+    "ae2d": ("ae2d.safetensors",
+             "282d634603398364956bf0aeee97969ccb77f597ba9f0a65f3622d8fe05934c6",
+             "scripts/train_vae.py --model ae2d"),
+    "vae2d": ("vae2d.safetensors",
+              "92b8db4e1e4b4d8a37fd5b4ce72eef0e07ffa8aa1c408455201beab750ee010f",
+              "scripts/train_vae.py --model vae2d"),
+    "vae": ("vae.safetensors",
+            "7bce5d32fd2272bf56a753729b17551986a1afeef32bbb161a3c273c58f0d90b",
+            "scripts/train_vae.py --model vae"),
 }
 
 

@@ -124,3 +124,47 @@ def timestep_slider(x0: torch.Tensor, schedule: NoiseSchedule, seed: int = 0, t:
     slider.observe(redraw, names="value")
     redraw()
     return widgets.VBox([slider, out])
+
+
+def plot_losses(losses, title: str = "training", ylabel: str = "loss", window: int = 20, ax=None, **ax_set):
+    """Per-step losses (faint) and their running mean over ``window`` steps; returns the Axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 2.8))
+    losses = torch.as_tensor(losses, dtype=torch.float32)
+    ax.plot(losses.numpy(), alpha=0.4, label="per step")
+    if len(losses) >= window:
+        ax.plot(range(window - 1, len(losses)), losses.unfold(0, window, 1).mean(1).numpy(), label=f"mean of {window}")
+    ax.set(xlabel="training step", ylabel=ylabel, title=title, **ax_set)
+    ax.legend()
+    ax.figure.tight_layout()
+    return ax
+
+
+DIGIT_COLOURS = plt.get_cmap("tab10")
+
+
+def scatter_latents(z: torch.Tensor, labels: torch.Tensor, title: str = "", ax=None, size: float = 3):
+    """The 2-D latent map: z (N, 2) coloured by digit label (N,); returns the Axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.2))
+    z, labels = torch.as_tensor(z).detach().cpu(), torch.as_tensor(labels).cpu()
+    if z.ndim != 2 or z.shape[1] != 2:
+        raise ValueError(f"scatter_latents needs 2-D latents of shape (N, 2), got {tuple(z.shape)}")
+    points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap=DIGIT_COLOURS, vmin=-0.5, vmax=9.5, s=size, alpha=0.8)
+    ax.figure.colorbar(points, ax=ax, ticks=range(10), label="digit")
+    ax.set(xlabel="$z_1$", ylabel="$z_2$", title=title)
+    return ax
+
+
+def decode_grid(decode, lo, hi, n: int = 12) -> torch.Tensor:
+    """Decode an n x n grid of 2-D latent points spanning the box ``lo`` .. ``hi`` (each (z1, z2)).
+
+    decode: (B, 2) -> (B, 1, 28, 28) in [0, 1]. Returns one (n * 28, n * 28) image, z2 growing upwards
+    so it lines up with ``scatter_latents``.
+    """
+    z1 = torch.linspace(float(lo[0]), float(hi[0]), n)
+    z2 = torch.linspace(float(hi[1]), float(lo[1]), n)         # top row = largest z2
+    points = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], -1).reshape(-1, 2)
+    with torch.no_grad():
+        tiles = decode(points).reshape(n, n, 28, 28)
+    return tiles.permute(0, 2, 1, 3).reshape(n * 28, n * 28)

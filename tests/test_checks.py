@@ -90,3 +90,22 @@ def test_ddpm_step_check():
     assert "sigma_t * z is missing" in checks.check_ddpm_step(no_noise).message
     noise_at_zero = lambda eps, t, x, z, a, ab, v: (x - (1 - a[t]) / (1 - ab[t]).sqrt() * eps) / a[t].sqrt() + v[max(t, 1)].sqrt() * z
     assert "t = 0" in checks.check_ddpm_step(noise_at_zero).message
+
+
+# --- notebook 03 ---
+
+def test_kl_check_accepts_the_right_answer_and_names_mistakes():
+    right = lambda m, lv: 0.5 * (m ** 2 + lv.exp() - 1 - lv).sum(1)
+    assert checks.check_kl_divergence(right)
+    assert "0.5" in checks.check_kl_divergence(lambda m, lv: 2 * right(m, lv)).message
+    assert "exp(logvar)" in checks.check_kl_divergence(lambda m, lv: 0.5 * (m ** 2 + (lv / 2).exp() - 1 - lv).sum(1)).message
+    assert "per image" in checks.check_kl_divergence(lambda m, lv: right(m, lv).mean()).message
+    assert not checks.check_kl_divergence(lambda m, lv: (_ for _ in ()).throw(NotImplementedError()))
+
+
+def test_reparameterize_check_accepts_the_right_answer_and_names_mistakes():
+    assert checks.check_reparameterize(lambda m, lv, e: m + (0.5 * lv).exp() * e)
+    assert "std" in checks.check_reparameterize(lambda m, lv, e: m + lv.exp() * e).message
+    assert "gradients" in checks.check_reparameterize(lambda m, lv, e: (m + (0.5 * lv).exp() * e).detach()).message
+    assert not checks.check_reparameterize(lambda m, lv, e: m + torch.randn_like(m))
+    assert not checks.check_reparameterize(42)

@@ -38,7 +38,8 @@ def test_callback_sees_every_step(pipe):
     (dict(batch_size=0), "batch_size"), (dict(batch_size=2.0), "batch_size"),
     (dict(num_inference_steps=0), "num_inference_steps"), (dict(num_inference_steps=1001), "num_inference_steps"),
     (dict(seed=-1), "seed"), (dict(sampler="euler"), "'ddpm' or 'ddim'"),
-    (dict(sampler="ddim", eta=2.0), "eta"), (dict(sampler="ddpm", eta=0.5), "eta only applies"),
+    (dict(sampler="ddim", eta=2.0), "eta"), (dict(sampler="ddpm", eta=0.5), "only apply to sampler=.ddim."),
+    (dict(sampler="ddpm", use_clipped_model_output=False), "only apply"),
 ])
 def test_bad_arguments_are_explained(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -141,3 +141,22 @@ def test_clip_sample_keeps_x0_in_range():
     assert out.pred_original_sample.abs().max() <= 1
     with pytest.raises(ValueError, match="must match"):
         sched.step(torch.zeros(1, 1, 2, 2), 999, torch.zeros(1, 1, 3, 3))
+
+
+def test_ddim_recomputes_the_noise_from_a_clipped_x0():
+    """With clip_sample, the step combines the clipped x0 with the noise that goes with it (GLIDE, diffusers' switch)."""
+    sched = DDIMScheduler()
+    sched.set_timesteps(50)
+    x = torch.full((1, 1, 2, 2), 0.5)
+    eps = torch.tensor([[[[-40.0, 0.5], [0.2, 40.0]]]])    # x0 guesses far outside [-1, 1], except at (0, 1)
+    t, prev = 999, sched.previous_timestep(999)
+    ab_t, ab_prev = sched.alphas_cumprod[t].item(), sched.alphas_cumprod[prev].item()
+    x0 = ((x - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)).clamp(-1, 1)
+    eps_clipped = (x - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
+    out = sched.step(eps, t, x)
+    assert torch.allclose(out.prev_sample, math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * eps_clipped, atol=1e-6)
+    plain = sched.step(eps, t, x, use_clipped_model_output=False)       # DDIM eq. 12 with the raw noise
+    assert torch.allclose(plain.prev_sample, math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * eps, atol=1e-6)
+    assert not torch.allclose(out.prev_sample, plain.prev_sample)
+    # where x0 needed no clipping, the two agree
+    assert torch.allclose(out.prev_sample[0, 0, 0, 1], plain.prev_sample[0, 0, 0, 1], atol=1e-6)

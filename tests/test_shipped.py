@@ -1,0 +1,78 @@
+"""The shipped checkpoints: present, verified, small, and as good as the course says."""
+
+import pytest
+import torch
+
+from course_lib import pipelines, pretrained
+from course_lib.data import load_mnist
+from course_lib.metrics import load_classifier, predict
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.CHECKPOINTS))
+def test_checkpoint_verifies_and_is_small(name):
+    path = pretrained.checkpoint_path(name)            # raises if missing or the checksum differs
+    assert path.stat().st_size < 5 * 2**20
+    _, config, info = pretrained.read_weights(path)
+    assert config and info.get("script", "").startswith("scripts/")
+
+
+def test_classifier_is_99_percent_on_heldout_digits(real_mnist_root):
+    heldout = load_mnist("test", root=real_mnist_root)   # never seen in training
+    accuracy = (predict(load_classifier(), heldout.images) == heldout.labels).float().mean().item()
+    assert accuracy >= 0.99, accuracy
+
+
+# --- notebook 03's autoencoders, measured on held-out digits ---
+
+@pytest.fixture
+def heldout_digits(real_mnist_root):
+    return load_mnist("train", root=real_mnist_root), load_mnist("test", root=real_mnist_root)
+
+
+def test_vae2d_map_sorts_digits_and_explains_heldout_ones(heldout_digits):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from course_lib.vae import VAE, negative_elbo
+
+    train_set, heldout = heldout_digits
+    vae2d, info = pretrained.load_model("vae2d", VAE)
+    with torch.no_grad():
+        z_train, z_heldout = vae2d.encode(train_set.images).mean, vae2d.encode(heldout.images).mean
+    knn = KNeighborsClassifier(n_neighbors=10).fit(z_train.numpy(), train_set.labels.numpy())
+    assert knn.score(z_heldout.numpy(), heldout.labels.numpy()) >= 0.80
+    nelbo = negative_elbo(vae2d, heldout.images, torch.Generator().manual_seed(0))
+    assert 100 < nelbo < 1.1 * info["final_loss_avg100"] + 10    # nats per digit; not far from the training loss
+
+
+def test_spatial_vae_keeps_the_digit(heldout_digits):
+    from course_lib.vae import psnr
+
+    _, heldout = heldout_digits
+    vae = pipelines.load("vae", device="cpu")
+    with torch.no_grad():
+        dist = vae.encode(heldout.images)
+        rebuilt = vae.decode(dist.mean)
+        scaled = dist.sample(torch.Generator().manual_seed(0)) * vae.scaling_factor
+    assert dist.mean.shape == (len(heldout), 4, 7, 7) and rebuilt.shape == heldout.images.shape
+    assert 0 <= rebuilt.min() and rebuilt.max() <= 1
+    accuracy = (predict(load_classifier(), rebuilt) == heldout.labels).float().mean().item()
+    assert accuracy >= 0.97, accuracy
+    assert psnr(rebuilt, heldout.images) > 15
+    assert abs(scaled.std().item() - 1) < 0.1       # the measured factor really gives unit variance on unseen digits
+
+
+def test_only_the_vae_can_be_sampled_from_the_standard_normal(heldout_digits):
+    """Notebook 03's lesson, measured: N(0, I) points decode to realistic digits for the VAE, not the autoencoder."""
+    from course_lib.metrics import classifier_features, frechet_distance
+    from course_lib.vae import VAE, AutoEncoder
+
+    _, heldout = heldout_digits
+    classifier = load_classifier()
+    reference = classifier_features(classifier, heldout.images)
+    fids = {}
+    for name, cls in [("ae2d", AutoEncoder), ("vae2d", VAE)]:
+        model, _ = pretrained.load_model(name, cls)
+        with torch.no_grad():
+            images = model.decode(torch.randn(2000, 2, generator=torch.Generator().manual_seed(0)))
+        fids[name] = frechet_distance(classifier_features(classifier, images), reference)
+    assert fids["vae2d"] < 0.75 * fids["ae2d"], fids
