@@ -52,6 +52,7 @@ lab: env
 bench: env
 	$(PY) bench/ddpm_bench.py
 	$(PY) bench/vae_bench.py
+	$(PY) bench/clip_bench.py
 
 clean:
 	rm -rf build

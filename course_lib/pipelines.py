@@ -78,6 +78,9 @@ def load(name: str, device: torch.device | str | None = None):
     ``"vae"``: the spatial ``ConvVAE``: ``vae.encode(x)`` (x (B, 1, 28, 28) in [0, 1]) gives the latent
     distribution (``.mean``, ``.logvar``, ``.sample()``), each (B, 4, 7, 7); ``vae.decode(z)`` gives
     digits back in [0, 1]; ``vae.scaling_factor`` turns latents into unit-variance ones for diffusion.
+    ``"clip"``: the ``CLIP`` of notebook 04: ``clip.encode_text(list_of_str)`` and ``clip.encode_image(x)``
+    (x (B, 1, 28, 28) in [0, 1]) give L2-normalised embeddings (B, 64); ``clip.thresholds`` are the
+    attribute thresholds its captions were made with.
     """
     from .device import get_device
     from .pretrained import load_model
@@ -92,4 +95,12 @@ def load(name: str, device: torch.device | str | None = None):
         vae, info = load_model("vae", ConvVAE)
         vae.info = info
         return vae.to(device)
-    raise ValueError(f"unknown pipeline {name!r}; available: 'ddpm', 'vae'")
+    if name == "clip":
+        from .captions import AttributeThresholds
+        from .clip import CLIP
+
+        clip, info = load_model("clip", CLIP)
+        clip.info = info
+        clip.thresholds = AttributeThresholds(**info["thresholds"])
+        return clip.to(device)
+    raise ValueError(f"unknown pipeline {name!r}; available: 'ddpm', 'vae', 'clip'")

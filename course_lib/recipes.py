@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .captions import AttributeThresholds
+from .clip import CLIP, attribute_codes, clip_training_loss
 from .data import load_mnist
 from .device import get_device, seed_everything
 from .metrics import MNISTClassifier, classifier_loss, predict
@@ -40,6 +42,10 @@ AUTOENCODERS = {
     "vae": (ConvVAE, dict(latent_channels=4, channels=16),
             dict(steps=2500, batch_size=128, lr=2e-3, warmup_steps=100, ema_decay=0.998, seed=0, kl_weight=0.5)),
 }
+# The CLIP of notebook 04 (text encoder reused, frozen, by latent diffusion).
+CLIP_CONFIG = dict(embed_dim=64, text_width=64, text_layers=3, text_heads=4, image_channels=32, image_width=128)
+CLIP_TRAINING = dict(steps=3000, batch_size=256, lr=1e-3, weight_decay=0.1, warmup_steps=200, ema_decay=0.998,
+                     seed=0)
 CLASSIFIER_TRAINING = dict(steps=3000, batch_size=128, lr=2e-3, weight_decay=5e-4, warmup_steps=100,
                            ema_decay=0.995, seed=0)
 
@@ -131,3 +137,30 @@ def train_autoencoder(name: str, run_dir: str | Path | None = None, progress: bo
         model.latent_scale.fill_(scale)
         info["scaling_factor"] = round(scale, 5)
     return model, info
+
+
+def train_clip(run_dir: str | Path = "runs/clip", progress: bool = True, **overrides):
+    """Train the course's CLIP on captioned digits of the training pool; returns (EMA model, info dict).
+
+    The attribute thresholds (per-class terciles) are fitted on the training pool and saved in
+    ``info["thresholds"]``, so captions and attribute checks can be reproduced from the checkpoint.
+    """
+    settings = {**CLIP_TRAINING, **overrides}
+    seed_everything(settings["seed"])
+    device = get_device()
+    dataset = load_mnist("train")
+    thresholds = AttributeThresholds.fit(dataset.images, dataset.labels)
+    codes = attribute_codes(thresholds, dataset.images, dataset.labels)
+    start = time.time()
+    result = train(CLIP(**CLIP_CONFIG), clip_training_loss, (dataset.images, dataset.labels, codes),
+                   steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
+                   weight_decay=settings["weight_decay"], warmup_steps=settings["warmup_steps"],
+                   ema_decay=settings["ema_decay"], seed=settings["seed"], checkpoint_path=Path(run_dir) / "state.pt",
+                   checkpoint_every=250, device=device, progress=progress, desc="CLIP")
+    info = {**settings, "steps": result.steps_done,
+            "train_seconds": round(_accumulated_seconds(run_dir, time.time() - start)),
+            "hardware": _hardware(device), "data": dataset.source,
+            "thresholds": {"low": thresholds.low, "high": thresholds.high},
+            "final_loss_avg100": round(sum(result.losses[-100:]) / len(result.losses[-100:]), 4),
+            "script": "scripts/train_clip.py"}
+    return result.ema_model.cpu(), info

@@ -168,3 +168,25 @@ def decode_grid(decode, lo, hi, n: int = 12) -> torch.Tensor:
     with torch.no_grad():
         tiles = decode(points).reshape(n, n, 28, 28)
     return tiles.permute(0, 2, 1, 3).reshape(n * 28, n * 28)
+
+
+def plot_similarity(similarity: torch.Tensor, row_labels=None, col_labels=None, title: str = "", ax=None,
+                    vmin: float = -1.0, vmax: float = 1.0):
+    """A similarity matrix as a heat map: similarity (R, C), e.g. cosine similarities in [-1, 1]; returns the Axes.
+
+    Used for CLIP's image-vs-caption matrix (the diagonal holds the matching pairs) and, later,
+    for attention maps.
+    """
+    similarity = torch.as_tensor(similarity).detach().cpu()
+    if similarity.ndim != 2:
+        raise ValueError(f"plot_similarity needs a 2-D matrix, got shape {tuple(similarity.shape)}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.45 * similarity.shape[1] + 2, 0.45 * similarity.shape[0] + 1))
+    image = ax.imshow(similarity.numpy(), cmap="viridis", vmin=vmin, vmax=vmax)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    for axis, labels in ((ax.set_yticks, row_labels), (ax.set_xticks, col_labels)):
+        if labels is not None:
+            axis(range(len(labels)), labels=[str(label) for label in labels], fontsize=8)
+    ax.tick_params(axis="x", labelrotation=90)
+    ax.set_title(title, fontsize=10)
+    return ax

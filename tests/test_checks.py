@@ -109,3 +109,30 @@ def test_reparameterize_check_accepts_the_right_answer_and_names_mistakes():
     assert "gradients" in checks.check_reparameterize(lambda m, lv, e: (m + (0.5 * lv).exp() * e).detach()).message
     assert not checks.check_reparameterize(lambda m, lv, e: m + torch.randn_like(m))
     assert not checks.check_reparameterize(42)
+
+
+def test_contrastive_loss_check_catches_the_usual_mistakes():
+    import torch.nn.functional as F
+
+    from course_lib.clip import contrastive_loss
+
+    assert checks.check_contrastive_loss(contrastive_loss)
+    one_way = lambda logits: F.cross_entropy(logits, torch.arange(len(logits)))
+    summed = lambda logits: 2 * contrastive_loss(logits)
+    per_pair = lambda logits: F.cross_entropy(logits, torch.arange(len(logits)), reduction="none")
+    for wrong, words in [(one_way, "one direction"), (summed, "averages"), (per_pair, "one number")]:
+        result = checks.check_contrastive_loss(wrong)
+        assert not result and words in result.message, result.message
+
+
+def test_zero_shot_check_catches_the_usual_mistakes():
+    import torch.nn.functional as F
+
+    right = lambda image, text: (F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T).argmax(1)
+    assert checks.check_zero_shot(right)
+    unnormalised = lambda image, text: (image @ text.T).argmax(1)
+    matrix = lambda image, text: F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+    wrong_dim = lambda image, text: (F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T).argmax(0)
+    for wrong, words in [(unnormalised, "normalise"), (matrix, "similarity matrix"), (wrong_dim, "dim=1")]:
+        result = checks.check_zero_shot(wrong)
+        assert not result and words in result.message, result.message

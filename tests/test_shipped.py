@@ -4,8 +4,11 @@ import pytest
 import torch
 
 from course_lib import pipelines, pretrained
+from course_lib.captions import HELD_OUT_COMBINATION, attribute_prompt, class_prompt
+from course_lib.clip import attribute_matches, embed_images, linear_probe, retrieval_precision, zero_shot_classify
 from course_lib.data import load_mnist
 from course_lib.metrics import classifier_features, frechet_distance, load_classifier, predict
+from course_lib.tokenizer import UnknownWordError
 
 
 @pytest.mark.parametrize("name", sorted(pretrained.CHECKPOINTS))
@@ -105,3 +108,33 @@ def test_only_the_vae_can_be_sampled_from_the_standard_normal(heldout_digits):
             images = model.decode(torch.randn(2000, 2, generator=torch.Generator().manual_seed(0)))
         fids[name] = frechet_distance(classifier_features(classifier, images), reference)
     assert fids["vae2d"] < 0.75 * fids["ae2d"], fids
+
+
+# --- notebook 04's CLIP, measured on held-out digits ---
+
+@pytest.fixture(scope="module")
+def clip():
+    return pipelines.load("clip", device="cpu")
+
+
+def test_clip_pipeline_contract(clip):
+    text = clip.encode_text(["a thick seven", "the digit 1, written small"])
+    image = clip.encode_image(torch.rand(3, 1, 28, 28))
+    assert text.shape == (2, 64) and image.shape == (3, 64)
+    assert torch.allclose(text.norm(dim=1), torch.ones(2)) and torch.allclose(image.norm(dim=1), torch.ones(3))
+    assert not text.requires_grad                        # loaded frozen, ready for latent diffusion
+    with pytest.raises(UnknownWordError, match="'hat'"):
+        clip.encode_text(["a seven hat"])
+
+
+def test_clip_targets_on_heldout_digits(clip, real_mnist_root):
+    """Issue 5's targets: zero-shot >= 97%, linear probe >= 98%, thick/thin retrieval >= 90% (seen combinations)."""
+    train, heldout = load_mnist("train", root=real_mnist_root), load_mnist("test", root=real_mnist_root)
+    embeddings = embed_images(clip, heldout.images)
+    predicted = zero_shot_classify(clip, embeddings, [class_prompt(d) for d in range(10)])
+    assert (predicted == heldout.labels).float().mean() >= 0.97
+    assert linear_probe(embed_images(clip, train.images), train.labels, embeddings, heldout.labels) >= 0.98
+    seen = [retrieval_precision(clip, attribute_prompt(word, d), embeddings,
+                                attribute_matches(clip.thresholds, heldout.images, heldout.labels, d, word))
+            for word in ("thick", "thin") for d in range(10) if (word, d) != HELD_OUT_COMBINATION]
+    assert sum(seen) / len(seen) >= 0.9, seen
