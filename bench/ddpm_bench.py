@@ -24,7 +24,8 @@ import torch
 
 from course_lib import pipelines
 from course_lib.data import load_mnist
-from course_lib.metrics import class_histogram, classifier_features, frechet_distance, load_classifier
+from course_lib.metrics import (class_histogram, classifier_features, frechet_distance, load_classifier,
+                                real_vs_real_floor)
 
 from report import ROOT, write_results
 
@@ -50,8 +51,7 @@ def main():
     classifier = load_classifier()
     train, heldout = load_mnist("train"), load_mnist("test")
     heldout_features = classifier_features(classifier, heldout.images)
-    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:args.num_samples]
-    floor = frechet_distance(classifier_features(classifier, train.images[pick]), heldout_features)
+    floor = real_vs_real_floor(classifier, train.images, heldout_features, args.num_samples, seed=args.seed)
 
     rows = []
     for sampler, steps, clipped in CONFIGS:

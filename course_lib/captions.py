@@ -104,22 +104,26 @@ class AttributeThresholds:
             high[name] = [torch.quantile(v[labels == d], 2 / 3).item() for d in range(10)]
         return cls(low, high)
 
+    def sides(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, 3) int64, one column per attribute in ``ATTRIBUTES`` order: -1 below the low threshold of the
+        image's own digit (first word: thin, upright, small), +1 above the high one (thick, slanted, large), 0 between."""
+        values = measure_attributes(images)
+        columns = []
+        for name in ATTRIBUTES:
+            low = torch.tensor(self.low[name], dtype=values[name].dtype)[labels]
+            high = torch.tensor(self.high[name], dtype=values[name].dtype)[labels]
+            columns.append((values[name] > high).long() - (values[name] < low).long())
+        return torch.stack(columns, dim=1)
+
     def words(self, images: torch.Tensor, labels: torch.Tensor) -> list[dict[str, str | None]]:
         """For each image, {attribute: word or None}, e.g. {"thickness": "thick", "slant": None, "size": "small"}."""
-        values = measure_attributes(images)
-        out = []
-        for i, d in enumerate(labels.tolist()):
-            row = {}
-            for name, (below, above) in ATTRIBUTES.items():
-                v = values[name][i].item()
-                row[name] = below if v < self.low[name][d] else above if v > self.high[name][d] else None
-            out.append(row)
-        return out
+        return [{name: (None if s == 0 else ATTRIBUTES[name][(s + 1) // 2]) for name, s in zip(ATTRIBUTES, row)}
+                for row in self.sides(images, labels).tolist()]
 
     def side(self, name: str, images: torch.Tensor, digit: int) -> torch.Tensor:
         """-1 (below the low threshold), 0 (middle), +1 (above the high one) for each image, as digit ``digit``."""
-        v = measure_attributes(images)[name]
-        return (v > self.high[name][digit]).long() - (v < self.low[name][digit]).long()
+        labels = torch.full((len(images),), digit, dtype=torch.long)
+        return self.sides(images, labels)[:, list(ATTRIBUTES).index(name)]
 
 
 def _article(word: str) -> str:

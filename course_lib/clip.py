@@ -138,10 +138,8 @@ def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
 
 def attribute_codes(thresholds: AttributeThresholds, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(N, 3) int64: for thickness, slant, size, 0 = no word, 1 = first word (thin...), 2 = second (thick...)."""
-    codes = []
-    for row in thresholds.words(images, labels):
-        codes.append([0 if row[name] is None else 1 + ATTRIBUTES[name].index(row[name]) for name in ATTRIBUTES])
-    return torch.tensor(codes, dtype=torch.long)
+    sides = thresholds.sides(images, labels)
+    return torch.where(sides < 0, 1, torch.where(sides > 0, 2, 0))
 
 
 def words_from_codes(codes) -> dict[str, str | None]:

@@ -124,3 +124,11 @@ def class_histogram(classifier: nn.Module, images: torch.Tensor) -> np.ndarray:
     """Fraction of ``images`` the classifier assigns to each digit, shape (10,), sums to 1."""
     counts = torch.bincount(predict(classifier, images), minlength=10).double()
     return (counts / counts.sum()).numpy()
+
+
+def real_vs_real_floor(classifier: nn.Module, pool_images: torch.Tensor, heldout_features: torch.Tensor,
+                       num_samples: int, seed: int = 0) -> float:
+    """Classifier-FID of ``num_samples`` real digits (drawn from ``pool_images`` with ``seed``) to the held-out
+    features: the best score a generator can expect with that many samples, since FID is biased by sample size."""
+    pick = torch.randperm(len(pool_images), generator=torch.Generator().manual_seed(seed))[:num_samples]
+    return frechet_distance(classifier_features(classifier, pool_images[pick]), heldout_features)
