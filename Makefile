@@ -53,6 +53,7 @@ bench: env
 	$(PY) bench/ddpm_bench.py
 	$(PY) bench/vae_bench.py
 	$(PY) bench/clip_bench.py
+	$(PY) bench/ldm_bench.py
 
 clean:
 	rm -rf build

@@ -4,16 +4,20 @@
 
 Queries ask, keys answer "how relevant am I?", values are what gets mixed. In
 *self*-attention all three come from the same feature map, so every pixel can
-look at every other pixel. (Chapter 05 adds *cross*-attention, where keys and
-values come from text tokens.)
+look at every other pixel. In *cross*-attention the queries come from the image's
+features and the keys and values from text tokens: every pixel asks "which words are
+about me?", and mixes in what those words say. That is how a prompt steers the U-Net
+of latent diffusion (chapter 05).
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -80,6 +84,7 @@ class MultiHeadAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
+        self.is_cross_attention = context_dim is not None
         self.to_q = nn.Linear(dim, dim)
         self.to_k = nn.Linear(context_dim or dim, dim)
         self.to_v = nn.Linear(context_dim or dim, dim)
@@ -92,9 +97,77 @@ class MultiHeadAttention(nn.Module):
         context = x if context is None else context
         b, n, dim = x.shape
         split = lambda z: z.view(b, z.shape[1], self.num_heads, dim // self.num_heads).transpose(1, 2)
-        out, weights = scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(context)),
-                                                    split(self.to_v(context)), return_weights=True,
-                                                    attn_mask=attn_mask)
+        q, k, v = split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context))
         if self.store_weights:
+            out, weights = scaled_dot_product_attention(q, k, v, return_weights=True, attn_mask=attn_mask)
             self.last_weights = weights.detach()      # (B, heads, L, S): which keys each query looked at
+        else:
+            # The same maths in PyTorch's fused kernel (tests check they agree): faster, and it never
+            # stores the (L, S) weights. diffusers makes the same swap (AttnProcessor2_0).
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.to_out(out.transpose(1, 2).reshape(b, n, dim))
+
+
+class SpatialTransformer(nn.Module):
+    """The attention block of Stable Diffusion's U-Net: self-attention, cross-attention to text, an MLP.
+
+    x: (B, C, H, W) image features; context: (B, S, context_dim) text token embeddings.
+    Returns (B, C, H, W). The H*W positions become tokens of C numbers; each sub-block is
+    pre-norm and residual: tokens + self_attn(LN(tokens)), + cross_attn(LN(tokens), context),
+    + MLP(LN(tokens)). The cross-attention weights (B, heads, H*W, S) say which words each
+    position listened to (``attn2.last_weights`` when ``attn2.store_weights``, or ``record_attention``).
+    """
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int = 4, num_groups: int = 8,
+                 self_attention: bool = True):
+        super().__init__()
+        self.norm = nn.GroupNorm(num_groups, channels)
+        self.proj_in = nn.Linear(channels, channels)
+        # Self-attention costs (H*W)^2: a large map can skip it and keep only the (cheap) cross-attention.
+        self.norm1, self.attn1 = ((nn.LayerNorm(channels), MultiHeadAttention(channels, num_heads))
+                                  if self_attention else (None, None))
+        self.norm2, self.attn2 = nn.LayerNorm(channels), MultiHeadAttention(channels, num_heads, context_dim)
+        self.norm3 = nn.LayerNorm(channels)
+        self.ff = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels))
+        self.proj_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj_out.weight)    # starts as the identity: a new block cannot wreck the U-Net
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        if context.ndim != 3 or context.shape[0] != b or context.shape[2] != self.attn2.to_k.in_features:
+            raise ValueError(f"context must be text token embeddings (B={b}, S, {self.attn2.to_k.in_features}), "
+                             f"got {tuple(context.shape)}")
+        tokens = self.proj_in(self.norm(x).flatten(2).transpose(1, 2))         # (B, HW, C)
+        if self.attn1 is not None:
+            tokens = tokens + self.attn1(self.norm1(tokens))                    # pixels look at pixels
+        tokens = tokens + self.attn2(self.norm2(tokens), context)               # pixels look at words
+        tokens = tokens + self.ff(self.norm3(tokens))
+        return x + self.proj_out(tokens).transpose(1, 2).reshape(b, c, h, w)
+
+
+@contextmanager
+def record_attention(model: nn.Module):
+    """Record every cross-attention map ``model`` computes inside the ``with`` block.
+
+        with record_attention(unet) as maps:
+            unet(latents, t, encoder_hidden_states=text)
+        maps["down.0.blocks.1.attn2"]   # list, one (B, heads, H*W, S) tensor per call
+
+    Only cross-attention layers (keys from a context) are recorded.
+    """
+    maps: dict[str, list[torch.Tensor]] = {}
+    hooks, layers = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, MultiHeadAttention) and module.is_cross_attention:
+            module.store_weights = True
+            layers.append(module)
+            hooks.append(module.register_forward_hook(
+                lambda mod, args, out, name=name: maps.setdefault(name, []).append(mod.last_weights)))
+    try:
+        yield maps
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module in layers:
+            module.store_weights, module.last_weights = False, None

@@ -78,7 +78,7 @@ def _compare(got, expected: torch.Tensor, what: str, atol: float) -> str | None:
     diff = (got.double() - expected.double()).abs()
     if not torch.isfinite(diff).all():
         return f"{what} contains NaN or infinite values"
-    if diff.max() > atol:
+    if diff.numel() and diff.max() > atol:
         return f"{what} differs from the expected values (largest difference {diff.max().item():.3g})"
     return None
 
@@ -356,3 +356,104 @@ def check_zero_shot(zero_shot_predict) -> CheckResult:
         return _compare(got, expected, "the predicted classes", atol=0)
 
     return run_check(exercise, attempt, hint, "the same predictions as course_lib.clip.zero_shot_classify.")
+
+
+# --- notebook 05 -----------------------------------------------------------------
+
+def check_cross_attention(cross_attention) -> CheckResult:
+    """Exercise: ``cross_attention(image_tokens, text_tokens, W_q, W_k, W_v) -> (B, L, d)``.
+
+    image_tokens: (B, L, C) (one token per pixel), text_tokens: (B, S, D); W_q: (C, d),
+    W_k and W_v: (D, d). Queries come from the image, keys and values from the text:
+    softmax(Q K^T / sqrt(d)) V with the softmax over the S text tokens.
+    """
+    exercise = "cross-attention"
+    hint = ("Q = image_tokens @ W_q, K = text_tokens @ W_k, V = text_tokens @ W_v; scores = Q @ K.transpose(-2, -1) "
+            "/ sqrt(d) with d = Q.shape[-1]; weights = scores.softmax(dim=-1) (over the text tokens); return weights @ V.")
+
+    def attempt():
+        if (problem := _callable_problem(cross_attention, "check_cross_attention(cross_attention)")):
+            return problem
+        g = torch.Generator().manual_seed(5)
+        image, text = torch.randn(2, 9, 6, generator=g), torch.randn(2, 4, 10, generator=g)
+        w_q, w_k, w_v = torch.randn(6, 8, generator=g), torch.randn(10, 8, generator=g), torch.randn(10, 8, generator=g)
+        q, k, v = image @ w_q, text @ w_k, text @ w_v
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        got = cross_attention(image.clone(), text.clone(), w_q, w_k, w_v)
+        if not isinstance(got, torch.Tensor):
+            return f"return a tensor (B, L, d), got {type(got).__name__}"
+        if got.shape == (2, 9, 4):
+            return "that looks like the attention weights (B, L, S); multiply them by the values V"
+        if got.shape == (2, 4, 8):
+            return ("one output per *image* token is expected (B, L, d); the queries must come from the image, "
+                    "the keys and values from the text")
+        if got.shape == expected.shape and not torch.allclose(got, expected, atol=1e-4):
+            if torch.allclose(got, (q @ k.transpose(-2, -1)).softmax(-1) @ v, atol=1e-4):
+                return "divide the scores by sqrt(d) before the softmax, or it saturates as d grows"
+            if torch.allclose(got, ((q @ k.transpose(-2, -1)) / 8 ** 0.5).softmax(1) @ v, atol=1e-4):
+                return "take the softmax over the text tokens (the last dimension), so each pixel's weights sum to 1"
+        return _compare(got, expected, "the output", atol=1e-4)
+
+    return run_check(exercise, attempt, hint, "the same numbers as torch.nn.functional.scaled_dot_product_attention.")
+
+
+# --- notebook 06 -----------------------------------------------------------------
+
+def check_classifier_free_guidance(guided) -> CheckResult:
+    """Exercise: ``guided(noise_uncond, noise_cond, guidance_scale) -> noise``, classifier-free guidance."""
+    exercise = "classifier-free guidance"
+    hint = ("start from the unconditional prediction and move guidance_scale times the step towards the conditional one: "
+            "noise_uncond + guidance_scale * (noise_cond - noise_uncond).")
+
+    def attempt():
+        if (problem := _callable_problem(guided, "check_classifier_free_guidance(guided)")):
+            return problem
+        g = torch.Generator().manual_seed(7)
+        uncond, cond = torch.randn(3, 4, 7, 7, generator=g), torch.randn(3, 4, 7, 7, generator=g)
+        for scale in (0.0, 1.0, 3.0, 7.5):
+            got = guided(uncond.clone(), cond.clone(), scale)
+            expected = uncond + scale * (cond - uncond)
+            if isinstance(got, torch.Tensor) and got.shape == expected.shape and not torch.allclose(got, expected, atol=1e-5):
+                if torch.allclose(got, cond + scale * (cond - uncond), atol=1e-5):
+                    return "start from the unconditional prediction, not the conditional one (scale 1 must give cond)"
+                if torch.allclose(got, cond + scale * (uncond - cond), atol=1e-5) or \
+                        torch.allclose(got, uncond + scale * (uncond - cond), atol=1e-5):
+                    return "the direction is cond - uncond: towards the prompt, not away from it"
+                return f"with guidance_scale={scale} the result differs from uncond + scale * (cond - uncond)"
+            if (problem := _compare(got, expected, f"the guided noise at guidance_scale={scale}", atol=1e-5)):
+                return problem
+        return None
+
+    return run_check(exercise, attempt, hint, "scale 0 gives the unconditional model, 1 the conditional one, "
+                                              "more pushes past it, as in course_lib.ldm.guided_noise.")
+
+
+def check_img2img_timesteps(img2img_timesteps) -> CheckResult:
+    """Exercise: ``img2img_timesteps(timesteps, strength) -> the timesteps img2img visits``.
+
+    timesteps: the scheduler's (N,) timesteps, noisiest first; strength in [0, 1]: the fraction of
+    them to run, always the *last* (least noisy) ones; int(N * strength) of them.
+    """
+    exercise = "img2img timesteps"
+    hint = ("img2img runs the last int(len(timesteps) * strength) steps: skip the first "
+            "len(timesteps) - int(len(timesteps) * strength) and return timesteps[skip:].")
+
+    def attempt():
+        if (problem := _callable_problem(img2img_timesteps, "check_img2img_timesteps(img2img_timesteps)")):
+            return problem
+        timesteps = (1000 - torch.arange(50) * 20) - 1
+        for strength in (0.0, 0.3, 0.8, 1.0):
+            n = int(50 * strength)
+            expected = timesteps[50 - n:]
+            got = img2img_timesteps(timesteps.clone(), strength)
+            if isinstance(got, torch.Tensor) and len(got) == n and n and not torch.equal(got, expected):
+                if torch.equal(got, timesteps[:n]):
+                    return ("those are the noisiest steps; img2img starts part-way down the schedule, so keep the "
+                            "last ones (the least noisy)")
+            if isinstance(got, torch.Tensor) and len(got) == 50 - n and n not in (0, 50):
+                return f"with strength {strength}, {n} of the 50 steps should run (strength is the share that runs)"
+            if (problem := _compare(got, expected, f"the timesteps for strength {strength}", atol=0)):
+                return problem
+        return None
+
+    return run_check(exercise, attempt, hint, "the same steps the pipeline runs for image=..., strength=....")

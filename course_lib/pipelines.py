@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from tqdm.auto import tqdm
 
@@ -44,9 +46,9 @@ class DDPMPipeline:
         eta and use_clipped_model_output: see ``DDIMScheduler.step`` (DDIM only).
         callback(i, t, sample, pred_original_sample) is called after each step, for snapshots.
         """
-        _check_int("batch_size", batch_size, 1, 10_000)
-        _check_int("num_inference_steps", num_inference_steps, 1, self.num_train_timesteps)
-        _check_int("seed", seed, 0, MAX_SEED)
+        check_int("batch_size", batch_size, 1, 10_000)
+        check_int("num_inference_steps", num_inference_steps, 1, self.num_train_timesteps)
+        check_int("seed", seed, 0, MAX_SEED)
         scheduler = make_scheduler(sampler, num_train_timesteps=self.num_train_timesteps,
                                    beta_schedule=self.beta_schedule)
         if sampler == "ddpm" and (eta != 0.0 or not use_clipped_model_output):
@@ -66,8 +68,9 @@ class DDPMPipeline:
         return denormalize(sample).cpu()
 
 
-def _check_int(name: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+def check_int(name: str, value, low: int, high: int) -> None:
+    """Refuse anything but an integer in [low, high], with a sentence that names the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
         raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
 
 
@@ -81,6 +84,9 @@ def load(name: str, device: torch.device | str | None = None):
     ``"clip"``: the ``CLIP`` of notebook 04: ``clip.encode_text(list_of_str)`` and ``clip.encode_image(x)``
     (x (B, 1, 28, 28) in [0, 1]) give L2-normalised embeddings (B, 64); ``clip.thresholds`` are the
     attribute thresholds its captions were made with.
+    ``"ldm"``: the ``LatentDiffusionPipeline`` of notebook 06, ``pipe(prompt, num_inference_steps=50,
+    guidance_scale=3.0, seed=0, negative_prompt=None, image=None, strength=0.8)`` -> digits (B, 1, 28, 28)
+    in [0, 1]; it holds the VAE, the CLIP text encoder and tokenizer, and the text-conditioned UNet.
     """
     from .device import get_device
     from .pretrained import load_model
@@ -103,4 +109,13 @@ def load(name: str, device: torch.device | str | None = None):
         clip.info = info
         clip.thresholds = AttributeThresholds(**info["thresholds"])
         return clip.to(device)
-    raise ValueError(f"unknown pipeline {name!r}; available: 'ddpm', 'vae', 'clip'")
+    if name == "ldm":
+        from .ldm import LatentDiffusionPipeline
+
+        unet, info = load_model("ldm", UNet)
+        clip = load("clip", device)
+        pipe = LatentDiffusionPipeline(unet.to(device), load("vae", device), clip.text_encoder, clip.tokenizer,
+                                       info=info)
+        pipe.thresholds = clip.thresholds      # what "thick" and "thin" meant in its training captions
+        return pipe
+    raise ValueError(f"unknown pipeline {name!r}; available: 'ddpm', 'vae', 'clip', 'ldm'")

@@ -15,9 +15,11 @@ from pathlib import Path
 import torch
 
 from .captions import AttributeThresholds
-from .clip import CLIP, attribute_codes, clip_training_loss
+from .captions import caption
+from .clip import CLIP, attribute_codes, clip_training_loss, words_from_codes
 from .data import load_mnist
 from .device import get_device, seed_everything
+from .ldm import encode_latent_distribution, ldm_training_loss
 from .metrics import MNISTClassifier, classifier_loss, predict
 from .schedule import NoiseSchedule
 from .train import diffusion_loss, train
@@ -46,6 +48,14 @@ AUTOENCODERS = {
 CLIP_CONFIG = dict(embed_dim=64, text_width=64, text_layers=3, text_heads=4, image_channels=32, image_width=128)
 CLIP_TRAINING = dict(steps=3000, batch_size=256, lr=1e-3, weight_decay=0.1, warmup_steps=200, ema_decay=0.998,
                      seed=0)
+# The text-conditioned UNet of latent diffusion (notebook 06) on the spatial VAE's 4 x 7 x 7 latents
+# (zero-padded to 8 x 8): 16 channels at 8 x 8, 32 at 4 x 4; cross-attention to the CLIP text tokens
+# at every level, self-attention only at 4 x 4 and in the middle (at 8 x 8 it cost most of the time).
+LDM_UNET_CONFIG = dict(in_channels=4, out_channels=4, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
+                       attention_levels=(True, True), self_attention_levels=(False, True), num_heads=2,
+                       context_dim=CLIP_CONFIG["text_width"], pad_to_multiple=True)
+LDM_TRAINING = dict(steps=10000, batch_size=128, lr=1e-3, warmup_steps=300, ema_decay=0.999, uncond_prob=0.1,
+                    seed=0)
 CLASSIFIER_TRAINING = dict(steps=3000, batch_size=128, lr=2e-3, weight_decay=5e-4, warmup_steps=100,
                            ema_decay=0.995, seed=0)
 
@@ -164,3 +174,42 @@ def train_clip(run_dir: str | Path = "runs/clip", progress: bool = True, **overr
             "final_loss_avg100": round(sum(result.losses[-100:]) / len(result.losses[-100:]), 4),
             "script": "scripts/train_clip.py"}
     return result.ema_model.cpu(), info
+
+
+def ldm_caption(digit: int, codes: torch.Tensor, generator: torch.Generator) -> str:
+    """A fresh caption from a digit's attribute codes. Unlike CLIP's training, latent diffusion sees every
+    attribute-digit pair (the held-out "thin eight" was chapter 04's experiment), so every prompt is taught."""
+    return caption(digit, words_from_codes(codes), generator, training=False)
+
+
+def train_ldm(run_dir: str | Path = "runs/ldm", progress: bool = True, **overrides):
+    """Train the text-conditioned latent-diffusion UNet; returns (TrainResult, info dict).
+
+    The shipped VAE and CLIP text encoder are loaded and frozen. The training pool is encoded
+    once into latent Gaussians; each step draws latents from them, writes fresh captions (the
+    same generator as CLIP's, with the CLIP's attribute thresholds) and drops 10% of them
+    to the empty text for classifier-free guidance.
+    """
+    from .pipelines import load
+
+    settings = {**LDM_TRAINING, **overrides}
+    seed_everything(settings["seed"])
+    device = get_device()
+    vae, clip = load("vae", device="cpu"), load("clip", device="cpu")
+    dataset = load_mnist("train")
+    codes = attribute_codes(clip.thresholds, dataset.images, dataset.labels)
+    mean, std = encode_latent_distribution(vae, dataset.images)
+    loss_fn = ldm_training_loss(clip.text_encoder.to(device), clip.tokenizer, NoiseSchedule("linear"),
+                                vae.scaling_factor, ldm_caption, settings["uncond_prob"])
+    start = time.time()
+    result = train(UNet(**LDM_UNET_CONFIG), loss_fn, (mean, std, dataset.labels, codes), steps=settings["steps"],
+                   batch_size=settings["batch_size"], lr=settings["lr"], warmup_steps=settings["warmup_steps"],
+                   ema_decay=settings["ema_decay"], seed=settings["seed"], checkpoint_path=Path(run_dir) / "state.pt",
+                   checkpoint_every=250, device=device, progress=progress, desc="latent diffusion")
+    info = {**settings, "steps": result.steps_done,
+            "train_seconds": round(_accumulated_seconds(run_dir, time.time() - start)),
+            "hardware": _hardware(device), "data": dataset.source, "schedule": "linear, T=1000",
+            "vae_scaling_factor": round(vae.scaling_factor, 5),
+            "final_loss_avg100": round(sum(result.losses[-100:]) / len(result.losses[-100:]), 5),
+            "script": "scripts/train_ldm.py"}
+    return result, info

@@ -82,6 +82,12 @@ class Tokenizer:
 
     encode = __call__
 
+    def empty(self, n: int = 1) -> torch.Tensor:
+        """(n, context_length) ids of the empty text, <start> <end> <pad>...: the "no prompt" of
+        classifier-free guidance. (Calling the tokenizer with "" is refused, to catch empty prompts.)"""
+        row = [self.start_id, self.end_id] + [self.pad_id] * (self.context_length - 2)
+        return torch.tensor([row] * n, dtype=torch.long)
+
     def decode(self, ids) -> str:
         """(context_length,) ids -> the text between <start> and <end>."""
         words = []

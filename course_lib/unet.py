@@ -17,6 +17,11 @@ Shape of the default model on a 28 x 28 digit (base_channels = 32):
 * Every ResBlock receives the **timestep embedding** (sinusoidal features of t, then an MLP), added to its
   feature map: the same weights must remove a whisper of noise at t = 5 and a storm at t = 950.
 * **Self-attention** at the 7 x 7 level lets every region see every other one.
+
+With ``context_dim`` set, the same U-Net becomes the *conditional* U-Net of latent diffusion
+(``UNet2DConditionModel`` in diffusers): each attention level gets a ``SpatialTransformer``
+after its ResBlock, whose cross-attention reads the text encoder's token embeddings
+(``encoder_hidden_states``), so every level can ask the prompt what to draw.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import SelfAttention2d
+from .attention import SelfAttention2d, SpatialTransformer
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -78,18 +83,41 @@ class UNet(nn.Module):
     in_channels / out_channels: 1 for MNIST pixels (later: the VAE's latent channels).
     base_channels, channel_mults: width per level (default 32, 64, 64 at 28, 14, 7 pixels).
     num_res_blocks: ResBlocks per level on the way down (one more on the way up, for the skips).
-    attention_levels: which levels get self-attention (default: the lowest resolution only).
+    attention_levels: which levels get an attention block (default: the lowest resolution only).
+    context_dim: None for an unconditional U-Net (self-attention blocks); the width of the text
+    token embeddings for a text-conditioned one (``SpatialTransformer`` blocks with cross-attention,
+    and ``forward`` then needs ``encoder_hidden_states`` (B, S, context_dim)).
+    self_attention_levels: with ``context_dim``, which levels' blocks also get self-attention (default:
+    the same as ``attention_levels``; the middle block always has it). Self-attention costs (H*W)^2,
+    so skipping it on the largest map saves much time while cross-attention stays everywhere.
+    pad_to_multiple: zero-pad inputs whose H, W are not divisible (7 x 7 latents -> 8 x 8) and crop
+    the output back, instead of refusing them.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 32,
                  channel_mults=(1, 2, 2), num_res_blocks: int = 1, attention_levels=(False, False, True),
-                 num_heads: int = 4, dropout: float = 0.0):
+                 num_heads: int = 4, dropout: float = 0.0, context_dim: int | None = None,
+                 self_attention_levels=None, pad_to_multiple: bool = False):
         super().__init__()
         if len(attention_levels) != len(channel_mults):
             raise ValueError("attention_levels needs one True/False per entry of channel_mults")
         self.config = dict(in_channels=in_channels, out_channels=out_channels, base_channels=base_channels,
                            channel_mults=tuple(channel_mults), num_res_blocks=num_res_blocks,
                            attention_levels=tuple(attention_levels), num_heads=num_heads, dropout=dropout)
+        self_attention_levels = tuple(attention_levels if self_attention_levels is None else self_attention_levels)
+        if len(self_attention_levels) != len(channel_mults):
+            raise ValueError("self_attention_levels needs one True/False per entry of channel_mults")
+        if context_dim is not None or pad_to_multiple:    # keep the DDPM checkpoint's config as it was
+            self.config.update(context_dim=context_dim, self_attention_levels=self_attention_levels,
+                               pad_to_multiple=pad_to_multiple)
+        self.context_dim, self.pad_to_multiple = context_dim, pad_to_multiple
+
+        def attention(ch, level=None):
+            if context_dim is None:
+                return SelfAttention2d(ch, num_heads)
+            return SpatialTransformer(ch, context_dim, num_heads,
+                                      self_attention=level is None or self_attention_levels[level])
+
         self.in_channels = in_channels
         self.num_levels = len(channel_mults)
         emb_dim = 4 * base_channels
@@ -105,7 +133,7 @@ class UNet(nn.Module):
             for _ in range(num_res_blocks):
                 blocks.append(ResBlock(ch, width, emb_dim, dropout=dropout))
                 ch = width
-                blocks.append(SelfAttention2d(ch, num_heads) if attention_levels[level] else nn.Identity())
+                blocks.append(attention(ch, level) if attention_levels[level] else nn.Identity())
                 skip_channels.append(ch)
             downsample = nn.Conv2d(ch, ch, 3, stride=2, padding=1) if level < self.num_levels - 1 else nn.Identity()
             if level < self.num_levels - 1:
@@ -113,7 +141,7 @@ class UNet(nn.Module):
             self.down.append(nn.ModuleDict({"blocks": blocks, "downsample": downsample}))
 
         self.mid1 = ResBlock(ch, ch, emb_dim, dropout=dropout)
-        self.mid_attn = SelfAttention2d(ch, num_heads)
+        self.mid_attn = attention(ch)
         self.mid2 = ResBlock(ch, ch, emb_dim, dropout=dropout)
 
         self.up = nn.ModuleList()
@@ -123,7 +151,7 @@ class UNet(nn.Module):
             for _ in range(num_res_blocks + 1):
                 blocks.append(ResBlock(ch + skip_channels.pop(), width, emb_dim, dropout=dropout))
                 ch = width
-                blocks.append(SelfAttention2d(ch, num_heads) if attention_levels[level] else nn.Identity())
+                blocks.append(attention(ch, level) if attention_levels[level] else nn.Identity())
             upsample = (nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1))
                         if level > 0 else nn.Identity())
             self.up.append(nn.ModuleDict({"blocks": blocks, "upsample": upsample}))
@@ -133,36 +161,55 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)   # start by predicting "no noise": a calm first step of training
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, sample: torch.Tensor, timestep) -> torch.Tensor:
-        self._check_input(sample)
+    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+        """sample (B, C, H, W), timestep (B,) or int, encoder_hidden_states (B, S, context_dim) or None."""
+        self._check_input(sample, encoder_hidden_states)
         t = torch.as_tensor(timestep, device=sample.device)
         if t.ndim == 0:
             t = t.expand(sample.shape[0])
         emb = self.time_embed(timestep_embedding(t, self.base_channels))
+        height, width = sample.shape[2:]
+        factor = 2 ** (self.num_levels - 1)
+        if height % factor or width % factor:     # only reached with pad_to_multiple
+            sample = F.pad(sample, (0, -width % factor, 0, -height % factor))
+
+        def attend(attn, h):
+            return attn(h, encoder_hidden_states) if isinstance(attn, SpatialTransformer) else attn(h)
 
         h = self.conv_in(sample)
         skips = [h]
         for level in self.down:
             blocks = level["blocks"]
             for res, attn in zip(blocks[::2], blocks[1::2]):
-                h = attn(res(h, emb))
+                h = attend(attn, res(h, emb))
                 skips.append(h)
             if not isinstance(level["downsample"], nn.Identity):
                 h = level["downsample"](h)
                 skips.append(h)
 
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        h = self.mid2(attend(self.mid_attn, self.mid1(h, emb)), emb)
 
         for level in self.up:
             blocks = level["blocks"]
             for res, attn in zip(blocks[::2], blocks[1::2]):
-                h = attn(res(torch.cat([h, skips.pop()], dim=1), emb))
+                h = attend(attn, res(torch.cat([h, skips.pop()], dim=1), emb))
             h = level["upsample"](h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h)))[:, :, :height, :width]
 
-    def _check_input(self, sample: torch.Tensor) -> None:
+    def _check_input(self, sample: torch.Tensor, encoder_hidden_states: torch.Tensor | None) -> None:
         factor = 2 ** (self.num_levels - 1)
         if sample.ndim != 4 or sample.shape[1] != self.in_channels:
             raise ValueError(f"UNet expects (B, {self.in_channels}, H, W), got {tuple(sample.shape)}")
-        if sample.shape[2] % factor or sample.shape[3] % factor:
-            raise ValueError(f"H and W must be divisible by {factor}, got {tuple(sample.shape[2:])}")
+        if (sample.shape[2] % factor or sample.shape[3] % factor) and not self.pad_to_multiple:
+            raise ValueError(f"H and W must be divisible by {factor}, got {tuple(sample.shape[2:])} "
+                             "(or build the UNet with pad_to_multiple=True)")
+        if self.context_dim is None and encoder_hidden_states is not None:
+            raise ValueError("this UNet is unconditional (context_dim=None); it takes no encoder_hidden_states")
+        if self.context_dim is not None:
+            expected = f"(B={sample.shape[0]}, S, {self.context_dim})"
+            if encoder_hidden_states is None:
+                raise ValueError(f"this UNet is text-conditioned: pass encoder_hidden_states {expected}, "
+                                 "the text encoder's token embeddings")
+            if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != sample.shape[0] \
+                    or encoder_hidden_states.shape[2] != self.context_dim:
+                raise ValueError(f"encoder_hidden_states must be {expected}, got {tuple(encoder_hidden_states.shape)}")

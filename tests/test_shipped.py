@@ -136,3 +136,45 @@ def test_clip_targets_on_heldout_digits(clip, real_mnist_root):
                                 attribute_matches(clip.thresholds, heldout.images, heldout.labels, d, word))
             for word in ("thick", "thin") for d in range(10) if (word, d) != HELD_OUT_COMBINATION]
     assert sum(seen) / len(seen) >= 0.9, seen
+
+
+@pytest.fixture(scope="module")
+def ldm():
+    return pipelines.load("ldm", device="cpu")
+
+
+def test_ldm_pipeline_contract(ldm):
+    images = ldm(["a thick seven", "a thin one"], num_inference_steps=5, seed=0)
+    assert images.shape == (2, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    assert torch.equal(images, ldm(["a thick seven", "a thin one"], num_inference_steps=5, seed=0))
+    assert ldm.info["script"] == "scripts/train_ldm.py" and ldm.thresholds.low["thickness"]
+    with pytest.raises(UnknownWordError, match="thick"):
+        ldm("a thikc seven")
+
+
+def test_ldm_draws_the_asked_digit_and_thickness():
+    """A small version of bench/ldm_bench.py's targets: 20 steps instead of 50, 10-20 samples per prompt."""
+    ldm, classifier = pipelines.load("ldm", device="cpu"), load_classifier()
+    images = ldm([class_prompt(d) for d in range(10)], num_images_per_prompt=10, num_inference_steps=20, seed=1)
+    asked = torch.arange(10).repeat_interleave(10)
+    assert (predict(classifier, images) == asked).float().mean() >= 0.95
+    # without guidance's second pass through the prompt (scale 0), the digit is left to chance
+    unguided = ldm([class_prompt(d) for d in range(10)], num_images_per_prompt=10, num_inference_steps=20, seed=1,
+                   guidance_scale=0.0)
+    assert (predict(classifier, unguided) == asked).float().mean() < 0.5
+    for d in (1, 4, 8):
+        thick = ldm(attribute_prompt("thick", d), num_images_per_prompt=10, num_inference_steps=20, seed=2)
+        thin = ldm(attribute_prompt("thin", d), num_images_per_prompt=10, num_inference_steps=20, seed=2)
+        assert (ldm.thresholds.side("thickness", thick, d) == 1).float().mean() >= 0.8
+        assert (ldm.thresholds.side("thickness", thin, d) == -1).float().mean() >= 0.8
+
+
+def test_img2img_keeps_the_input_at_low_strength_and_follows_the_prompt_at_high(ldm, real_mnist_root):
+    heldout = load_mnist("test", root=real_mnist_root)
+    sevens = heldout.images[heldout.labels == 7][:10]
+    classifier = load_classifier()
+    low = ldm("a handwritten two", image=sevens, strength=0.1, num_inference_steps=20, seed=0)
+    high = ldm("a handwritten two", image=sevens, strength=1.0, num_inference_steps=20, seed=0)
+    assert (low - sevens).abs().mean() < (high - sevens).abs().mean()
+    assert (predict(classifier, low) == 7).float().mean() >= 0.8
+    assert (predict(classifier, high) == 2).float().mean() >= 0.8

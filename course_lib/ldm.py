@@ -1,0 +1,257 @@
+"""Latent diffusion, the design of Stable Diffusion: a prompt in, a digit out.
+
+    prompt --tokenizer--> ids (B, 12) --CLIP text encoder (frozen)--> tokens (B, 12, 64)
+                                                                           | cross-attention
+    noise (B, 4, 7, 7) --[ conditional UNet + DDIM scheduler, 50 steps ]--> latents (B, 4, 7, 7)
+                                                                           |
+                                                  VAE decoder (frozen) --> digits (B, 1, 28, 28)
+
+* Diffusion runs on the VAE's 4 x 7 x 7 latents (196 numbers) instead of 784 pixels: every
+  step of the U-Net is far cheaper, and the VAE decoder draws the fine strokes at the end.
+* The U-Net reads the prompt through **cross-attention** to the text encoder's token
+  embeddings (``encoder_hidden_states``), the same CLIP text encoder chapter 04 trained.
+* **Classifier-free guidance** (Ho & Salimans, 2022): training replaces the caption by the
+  empty text 10% of the time, so one network predicts the noise both with and without the
+  prompt. Sampling extrapolates from the unconditional prediction towards the conditional one,
+  noise = uncond + guidance_scale * (cond - uncond): above 1 it follows the prompt harder.
+* **img2img**: encode a digit, noise it to a fraction ``strength`` of the schedule, then denoise
+  with the prompt: strength 0 gives the input back, strength 1 ignores it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .attention import record_attention
+from .pipelines import MAX_SEED, check_int
+from .samplers import DDIMScheduler
+from .schedule import NoiseSchedule
+
+DEFAULT_GUIDANCE_SCALE = 3.0
+MAX_GUIDANCE_SCALE = 30.0
+
+
+# --- training ------------------------------------------------------------------
+
+@torch.no_grad()
+def encode_latent_distribution(vae, images: torch.Tensor, batch_size: int = 1000):
+    """The VAE's latent Gaussians for a dataset: images (N, 1, 28, 28) in [0, 1] -> (mean, std), each (N, C, 7, 7).
+
+    Computed once before training; every step then draws a fresh latent z = mean + std * noise.
+    """
+    means, stds = [], []
+    for i in range(0, len(images), batch_size):
+        dist = vae.encode(images[i:i + batch_size])
+        means.append(dist.mean)
+        stds.append((0.5 * dist.logvar).exp())
+    return torch.cat(means), torch.cat(stds)
+
+
+def ldm_training_loss(text_encoder, tokenizer, schedule: NoiseSchedule, scaling_factor: float,
+                      make_caption, uncond_prob: float = 0.1):
+    """The latent-diffusion objective; returns ``loss_fn(model, batch, generator)`` for ``train``.
+
+    batch = (latent means (B, C, 7, 7), latent stds (B, C, 7, 7), labels (B,), attribute codes (B, 3)).
+    ``make_caption(label, codes, generator) -> str`` writes a fresh caption for each digit; with
+    probability ``uncond_prob`` it is replaced by the empty text, for classifier-free guidance.
+    The text encoder is frozen: no gradient reaches it.
+    """
+    if not 0.0 <= uncond_prob < 1.0:
+        raise ValueError(f"uncond_prob must be in [0, 1), got {uncond_prob}")
+
+    def loss_fn(model, batch, generator):
+        mean, std, labels, codes = batch
+        device = mean.device
+        eps = torch.randn(mean.shape, generator=generator).to(device)
+        latents = (mean + std * eps) * scaling_factor                   # a sample of q(z | x), unit variance
+        ids = tokenizer([make_caption(int(d), c, generator) for d, c in zip(labels, codes)])
+        drop = torch.rand(len(ids), generator=generator) < uncond_prob
+        ids[drop] = tokenizer.empty(int(drop.sum()))
+        with torch.no_grad():
+            context, _ = text_encoder(ids.to(device))
+        t = torch.randint(0, schedule.num_train_timesteps, (len(ids),), generator=generator).to(device)
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        noisy = schedule.q_sample(latents, t, noise)
+        return F.mse_loss(model(noisy, t, encoder_hidden_states=context), noise)
+
+    return loss_fn
+
+
+# --- sampling ------------------------------------------------------------------
+
+def guided_noise(noise_uncond: torch.Tensor, noise_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance: uncond + guidance_scale * (cond - uncond). Both (B, C, H, W).
+
+    guidance_scale 0 is the unconditional model, 1 the conditional one, > 1 goes past it.
+    """
+    return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+
+class LatentDiffusionPipeline:
+    """Text-to-image (and image-to-image) with a text-conditioned UNet in the VAE's latent space.
+
+    unet: ``UNet`` with ``context_dim`` = the text width; vae: ``ConvVAE``; text_encoder and
+    tokenizer: from the CLIP of chapter 04. All three networks are used frozen.
+    """
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, num_train_timesteps: int = 1000,
+                 beta_schedule: str = "linear", info: dict | None = None):
+        self.unet, self.vae, self.text_encoder = unet.eval(), vae.eval(), text_encoder.eval()
+        self.tokenizer = tokenizer
+        self.num_train_timesteps, self.beta_schedule = num_train_timesteps, beta_schedule
+        self.latent_shape = (vae.latent_channels, 7, 7)
+        self.info = info or {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt) -> torch.Tensor:
+        """A string or list of strings -> token embeddings (B, context_length, width); "" is the empty text."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        ids = torch.cat([self.tokenizer.empty(1) if p == "" else self.tokenizer([p]) for p in prompts])
+        return self.text_encoder(ids.to(self.device))[0]
+
+    def make_scheduler(self) -> DDIMScheduler:
+        # Latents are not confined to [-1, 1] like pixels, so the x0 guess must not be clipped.
+        return DDIMScheduler(self.num_train_timesteps, self.beta_schedule, clip_sample=False)
+
+    @torch.no_grad()
+    def __call__(self, prompt, num_inference_steps: int = 50, guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+                 seed: int = 0, negative_prompt=None, image: torch.Tensor | None = None, strength: float = 0.8,
+                 num_images_per_prompt: int = 1, eta: float = 0.0, callback=None, progress: bool = False,
+                 output_type: str = "image") -> torch.Tensor:
+        """Digits for ``prompt``: (B, 1, 28, 28) in [0, 1], B = number of prompts x ``num_images_per_prompt``.
+
+        prompt: "a thick seven" or a list of prompts. negative_prompt: what to steer away from
+        (replaces the empty text of guidance); one string, or one per prompt.
+        image: (B, 1, 28, 28) in [0, 1] for img2img, one per prompt (or one prompt for all images);
+        strength in [0, 1]: how much of the schedule to redo (0 = the image back, 1 = ignore it).
+        seed fixes every random number. callback(i, t, latents, pred_original_latents) runs after
+        each step. output_type "latent" returns the (B, 4, 7, 7) latents instead of decoding them.
+        """
+        prompts = _check_prompts(prompt, "prompt")
+        check_int("num_inference_steps", num_inference_steps, 1, self.num_train_timesteps)
+        check_int("num_images_per_prompt", num_images_per_prompt, 1, 10_000)
+        check_int("seed", seed, 0, MAX_SEED)
+        check_float("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE_SCALE)
+        check_float("strength", strength, 0.0, 1.0)
+        check_float("eta", eta, 0.0, 1.0)
+        if output_type not in ("image", "latent"):
+            raise ValueError(f"output_type must be 'image' or 'latent', got {output_type!r}")
+        if image is not None:
+            prompts = self._match_images(prompts, image)
+        negatives = [""] * len(prompts) if negative_prompt is None else _check_prompts(negative_prompt, "negative_prompt")
+        if len(negatives) == 1:
+            negatives = negatives * len(prompts)
+        if len(negatives) != len(prompts):
+            raise ValueError(f"give one negative_prompt, or one per prompt ({len(prompts)}), not {len(negatives)}")
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        negatives = [p for p in negatives for _ in range(num_images_per_prompt)]
+        batch = len(prompts)
+
+        cond = self.encode_prompt(prompts)           # unknown words fail here, before any work
+        do_guidance = guidance_scale != 1.0          # at 1 the unconditional half cancels: skip it
+        context = torch.cat([self.encode_prompt(negatives), cond]) if do_guidance else cond
+
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(num_inference_steps)
+        timesteps = scheduler.timesteps
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn((batch, *self.latent_shape), generator=generator)
+        if image is None:
+            latents = noise.to(self.device)
+        else:
+            # img2img: start part-way down the schedule from the noised latents of the given digits
+            init = self.vae.encode(image.to(self.device)).mean.repeat_interleave(num_images_per_prompt, 0)
+            init = init * self.vae.scaling_factor
+            skip = num_inference_steps - min(int(num_inference_steps * strength), num_inference_steps)
+            timesteps = timesteps[skip:]
+            if len(timesteps) == 0:
+                latents = init                        # strength 0 (or too few steps): nothing to redo
+            else:
+                schedule = NoiseSchedule(self.beta_schedule, self.num_train_timesteps)
+                latents = schedule.q_sample(init, int(timesteps[0]), noise.to(self.device))
+
+        for i, t in enumerate(tqdm(timesteps, desc="latent diffusion", disable=not progress, leave=False)):
+            model_input = torch.cat([latents, latents]) if do_guidance else latents
+            t_batch = torch.full((len(model_input),), int(t), device=self.device)
+            noise_pred = self.unet(model_input, t_batch, encoder_hidden_states=context)
+            if do_guidance:
+                noise_uncond, noise_cond = noise_pred.chunk(2)
+                noise_pred = guided_noise(noise_uncond, noise_cond, guidance_scale)
+            out = scheduler.step(noise_pred, int(t), latents, eta=eta, generator=generator)
+            latents = out.prev_sample
+            if callback is not None:
+                callback(i, int(t), latents, out.pred_original_sample)
+        if output_type == "latent":
+            return latents.cpu()
+        return self.decode_latents(latents)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, 4, 7, 7) -> digits (B, 1, 28, 28) in [0, 1] on the CPU."""
+        return self.vae.decode(latents / self.vae.scaling_factor).clamp(0, 1).cpu()
+
+    def _match_images(self, prompts: list[str], image) -> list[str]:
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or tuple(image.shape[1:]) != (1, 28, 28):
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"image must be digits as a (B, 1, 28, 28) tensor in [0, 1], got {shape}; "
+                             "a single digit x of shape (28, 28) becomes x[None, None]")
+        if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise ValueError(f"image values must be in [0, 1], got [{image.min().item():.3g}, {image.max().item():.3g}]; "
+                             "for digits in [-1, 1] pass (x + 1) / 2")
+        if len(prompts) == 1:
+            return prompts * len(image)
+        if len(prompts) != len(image):
+            raise ValueError(f"give one prompt, or one per image: {len(prompts)} prompts for {len(image)} images")
+        return prompts
+
+
+@torch.no_grad()
+def word_attention_maps(pipe: LatentDiffusionPipeline, prompt: str, seed: int = 0, num_inference_steps: int = 20,
+                        guidance_scale: float = DEFAULT_GUIDANCE_SCALE):
+    """Where each word of ``prompt`` was looked at while drawing one digit.
+
+    Returns (image (1, 1, 28, 28), words: the prompt's tokens with <start> and <end>,
+    maps (len(words), 7, 7)): the cross-attention weight each latent position gave each
+    token, averaged over heads, layers (4 x 4 maps upsampled) and denoising steps.
+    """
+    with record_attention(pipe.unet) as recorded:
+        image = pipe(prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed)
+    ids = pipe.tokenizer([prompt])[0]
+    n_tokens = int(pipe.tokenizer.end_positions(ids[None])[0]) + 1
+    total = torch.zeros(n_tokens, 8, 8)
+    for weights in (w for calls in recorded.values() for w in calls):
+        w = weights[-1].mean(0)[:, :n_tokens]                 # conditional half (last image), mean over heads
+        side = math.isqrt(w.shape[0])
+        w = w.T.reshape(n_tokens, 1, side, side)
+        total += F.interpolate(w, size=(8, 8), mode="nearest")[:, 0]
+    maps = total[:, :7, :7]
+    maps = maps / maps.flatten(1).sum(1).clamp(min=1e-12)[:, None, None]
+    words = [pipe.tokenizer.vocabulary[i] for i in ids[:n_tokens].tolist()]
+    return image, words, maps
+
+
+# --- argument checks: a learner's typo gets a sentence, not a traceback ------------
+
+def _check_prompts(prompt, name: str) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"{name} must be a string or a non-empty list of strings, got {prompt!r}")
+    for p in prompts:
+        if not p.strip():
+            raise ValueError(f"{name} {p!r} is empty; write what to draw, e.g. 'a thick seven' "
+                             "(for the unconditional model use guidance_scale=0)")
+    return list(prompts)
+
+
+def check_float(name: str, value, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= float(value) <= high:
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
