@@ -132,3 +132,15 @@ def real_vs_real_floor(classifier: nn.Module, pool_images: torch.Tensor, heldout
     features: the best score a generator can expect with that many samples, since FID is biased by sample size."""
     pick = torch.randperm(len(pool_images), generator=torch.Generator().manual_seed(seed))[:num_samples]
     return frechet_distance(classifier_features(classifier, pool_images[pick]), heldout_features)
+
+
+def bench_results(name: str) -> dict:
+    """The stored results of ``bench/<name>_bench.py`` (bench/results/<name>.json), wherever the notebook runs from."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "results" / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: restore it with `git checkout -- bench/results/{name}.json` "
+                                f"or measure it again with `python bench/{name}_bench.py`")
+    return json.loads(path.read_text())

@@ -49,3 +49,12 @@ def test_augment_keeps_digits_recognisable():
     assert y.shape == x.shape
     assert not torch.equal(x, y)                                   # it moves things
     assert (y.sum((1, 2, 3)) / x.sum((1, 2, 3))).sub(1).abs().max() < 0.3  # but keeps the ink
+
+
+def test_bench_results_are_found_from_anywhere_and_missing_ones_explained(tmp_path, monkeypatch):
+    from course_lib.metrics import bench_results
+
+    monkeypatch.chdir(tmp_path)                 # a student folder, the HTML build folder...
+    assert bench_results("ldm")["prompt_accuracy"]["samples"] == 1000
+    with pytest.raises(FileNotFoundError, match="bench/nothing_bench.py"):
+        bench_results("nothing")
