@@ -20,6 +20,11 @@ Modules, one concept each:
 - ``viz``      -- image grids, noise strips, latent maps, loss curves, sliders
 - ``checks``   -- self-checking exercises ("Correct!" / "Not yet" + hint)
 - ``build``    -- execute the course to HTML, write student handouts
+- ``friendly`` -- a cell run out of order says which earlier cell it needs
 """
 
 __version__ = "0.1.0"
+
+from . import friendly as _friendly
+
+_friendly.install()      # only inside Jupyter/IPython; elsewhere it does nothing

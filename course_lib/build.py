@@ -75,12 +75,55 @@ def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def make_student(out_dir: Path = BUILD / "student", force: bool = False) -> list[Path]:
-    """Write the student version of every chapter to ``out_dir``. Returns the paths written."""
-    written = {}
+    """Write the student version of every chapter, and a README without answers, to ``out_dir``.
+
+    Returns the notebook paths written.
+    """
+    written, chapters, exercises = {}, [], []
     for path in course_notebooks():
-        nb = student_version(nbformat.read(path, as_version=4))
-        written[path.name] = nbformat.writes(nb)
-    return _write_generated(out_dir, written, force)
+        original = nbformat.read(path, as_version=4)
+        written[path.name] = nbformat.writes(student_version(original))
+        chapters.append((path.name, _title(original)))
+        exercises += [(path.name, name) for name in _exercise_names(original)]
+    paths = _write_generated(out_dir, {**written, "README.md": _student_readme(chapters, exercises)}, force)
+    return [p for p in paths if p.suffix == ".ipynb"]
+
+
+def _exercise_names(nb) -> list[str]:
+    """The functions a learner writes: the ``def`` line before each solution block."""
+    names = []
+    for cell in nb.cells:
+        for block in SOLUTION.finditer(cell.source):
+            defs = re.findall(r"^def (\w+)\(", cell.source[:block.start()], re.MULTILINE)
+            names.append(defs[-1] if defs else "?")
+    return names
+
+
+def _student_readme(chapters, exercises) -> str:
+    listing = "\n".join(f"{i}. `{name}`: {title}" for i, (name, title) in enumerate(chapters, 1))
+    rows = "\n".join(f"| {nb} | `{name}` |" for nb, name in exercises)
+    return f"""# From Noise to Digits: student notebooks
+
+Open the notebooks in order and run each from the top (Kernel > Restart & Run All).
+They run as they are: every exercise cell says "Not yet" with a hint until you fill it in.
+
+{listing}
+
+Each **Your turn** cell has a function to complete. Replace
+
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+with your code, run the cell, and the check under it says ✅ Correct! or ❌ Not yet with a hint.
+Later cells use the library's version, so an unsolved exercise never stops a notebook.
+
+| notebook | the function you write |
+|---|---|
+{rows}
+
+These notebooks need the course's library and shipped checkpoints: keep them in the course
+repository (for example in build/student/, as `make student` writes them) and start Jupyter from there.
+"""
 
 
 # --- the executed course ----------------------------------------------------------
