@@ -2,6 +2,7 @@
 
     python -m course_lib.build course    # run every notebook, write build/course/*.html
     python -m course_lib.build student   # write build/student/*.ipynb with solutions stubbed
+    python -m course_lib.build map       # the README's course map thumbnails, docs/course_map/NN.png
 
 (``make course`` and ``make student`` call these.) Solutions in the notebooks
 are marked the way nbgrader marks them::
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import html
 import json
 import re
 import sys
@@ -150,26 +152,81 @@ def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None) ->
 
 
 def make_course(out_dir: Path = BUILD / "course", force: bool = False) -> Path:
-    """Execute every chapter and write an HTML page per chapter plus index.html. Returns the index."""
+    """Execute every chapter and write an HTML page per chapter plus index.html. Returns the index.
+
+    Each page links to the previous and next chapter; widgets, which need a running kernel, are
+    shown as their static companion figure; the index is the course map, one thumbnail and a
+    two-line summary per chapter.
+    """
     from nbconvert import HTMLExporter
     from tqdm.auto import tqdm
 
     exporter = HTMLExporter(template_name="lab")
-    pages, rows = {}, []
+    executed, rows = [], []
     chapters = course_notebooks()
     for path in (bar := tqdm(chapters, desc="executing the course", unit="notebook")):
         bar.set_postfix_str(path.name)
         start = time.perf_counter()
         nb = execute_notebook(path)
-        seconds = time.perf_counter() - start
-        body, _ = exporter.from_notebook_node(nb)
-        pages[path.with_suffix(".html").name] = body
-        rows.append((path, _title(nb), seconds))
+        executed.append((path, nb))
+        rows.append(dict(page=path.with_suffix(".html").name, notebook=path.name, title=_title(nb),
+                         summary=nb.metadata.get("course", {}).get("summary", ""), thumbnail=_thumbnail(nb),
+                         seconds=time.perf_counter() - start))
+    pages = {}
+    for i, (path, nb) in enumerate(executed):
+        body, _ = exporter.from_notebook_node(static_widgets(nb))
+        pages[rows[i]["page"]] = _with_navigation(body, rows[i - 1] if i else None,
+                                                  rows[i + 1] if i + 1 < len(rows) else None)
     pages["index.html"] = _index_page(rows)
     _write_generated(out_dir, pages, force)
-    for path, _, seconds in rows:
-        print(f"  {path.name:<32} {seconds:6.1f} s")
+    for row in rows:
+        print(f"  {row['notebook']:<32} {row['seconds']:6.1f} s")
     return out_dir / "index.html"
+
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+INTERACTIVE = ("interactive(", "VBox(", "HBox(", "Box(", "IntSlider(", "FloatSlider(", "Text(")
+
+
+def static_widgets(nb) -> nbformat.NotebookNode:
+    """A copy of an executed notebook for a page without a kernel.
+
+    An interactive widget (a slider, a text box) becomes a note and its static companion: the last
+    figure above it, which the notebooks place there on purpose. A progress bar keeps its text.
+    """
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    companion = None
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if WIDGET not in data:
+                outputs.append(out)
+                if "image/png" in data:
+                    companion = data["image/png"]
+                continue
+            text = data.get("text/plain", "")
+            if text.startswith(INTERACTIVE):
+                note = ("<p><em>Interactive widget: run this notebook in Jupyter to move it. "
+                        + ("On this page, its static companion figure:</em></p>"
+                           f'<img src="data:image/png;base64,{companion}" style="max-width:100%">'
+                           if companion else "</em></p>"))
+                outputs.append(nbformat.v4.new_output("display_data", data={"text/html": note}))
+            else:
+                outputs.append(nbformat.v4.new_output("stream", name="stderr", text=text + "\n"))
+        cell.outputs = outputs
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def _thumbnail(nb) -> str | None:
+    """Base64 PNG for the course map: the cell tagged "thumbnail", else the notebook's first figure."""
+    images = [(("thumbnail" in c.metadata.get("tags", [])), o["data"]["image/png"])
+              for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    tagged = [img for is_tagged, img in images if is_tagged]
+    return (tagged or [img for _, img in images] or [None])[0]
 
 
 def _title(nb) -> str:
@@ -181,13 +238,50 @@ def _title(nb) -> str:
     return "untitled"
 
 
+def _with_navigation(body: str, previous: dict | None, following: dict | None) -> str:
+    links = ['<a href="index.html">course map</a>']
+    if previous:
+        links.insert(0, f'<a href="{previous["page"]}">← {html.escape(previous["title"])}</a>')
+    if following:
+        links.append(f'<a href="{following["page"]}">{html.escape(following["title"])} →</a>')
+    nav = ('<nav style="font-family:sans-serif;padding:8px 16px;background:#f3f3f3;display:flex;gap:2em">'
+           + "".join(links) + "</nav>")
+    body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, body, count=1)
+    return body.replace("</body>", nav + "</body>", 1)
+
+
 def _index_page(rows) -> str:
-    items = "\n".join(f'<li><a href="{p.with_suffix(".html").name}">{title}</a> '
-                      f"<small>({p.name}, ran in {s:.0f} s)</small></li>" for p, title, s in rows)
+    cards = []
+    for r in rows:
+        thumb = (f'<img src="data:image/png;base64,{r["thumbnail"]}" alt="" '
+                 'style="width:220px;height:150px;object-fit:contain;background:#fff">' if r.get("thumbnail") else "")
+        cards.append(f'<a class="card" href="{r["page"]}">{thumb}<h3>{html.escape(r["title"])}</h3>'
+                     f'<p>{html.escape(r.get("summary", ""))}</p><small>{r["notebook"]}, ran in '
+                     f'{r["seconds"]:.0f} s</small></a>')
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             ".map{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:16px}"
+             ".card{display:block;border:1px solid #ddd;border-radius:8px;padding:10px;color:inherit;"
+             "text-decoration:none}.card:hover{border-color:#888}.card h3{font-size:1em;margin:.5em 0}"
+             ".card p{font-size:.9em;margin:0 0 .5em}")
     return ("<!doctype html><meta charset='utf-8'><title>From Noise to Digits</title>"
-            "<body style='font-family:sans-serif;max-width:760px;margin:2em auto'>"
-            "<h1>From Noise to Digits</h1><p>A text-to-image latent diffusion model built from "
-            f"scratch on MNIST, one idea per chapter.</p><ol>{items}</ol></body>")
+            f"<style>{style}</style><h1>From Noise to Digits</h1><p>A text-to-image latent diffusion model "
+            "built from scratch on MNIST, one idea per chapter, small enough for a laptop CPU. "
+            f"The course map:</p><div class='map'>{''.join(cards)}</div>")
+
+
+def write_course_map(out_dir: Path = ROOT / "docs" / "course_map") -> list[Path]:
+    """The README's course map: each chapter's thumbnail (from its stored outputs) as docs/course_map/NN.png."""
+    import base64
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in course_notebooks():
+        thumb = _thumbnail(nbformat.read(path, as_version=4))
+        if thumb:
+            target = out_dir / f"{path.name[:2]}.png"
+            target.write_bytes(base64.b64decode(thumb))
+            written.append(target)
+    return written
 
 
 # --- writing without clobbering ---------------------------------------------------
@@ -221,12 +315,15 @@ def _write_generated(out_dir: Path, files: dict[str, str], force: bool) -> list[
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["course", "student"])
+    parser.add_argument("what", choices=["course", "student", "map"])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default build/<what>)")
     parser.add_argument("--force", action="store_true", help="overwrite files edited since the last build")
     args = parser.parse_args(argv)
     try:
-        if args.what == "course":
+        if args.what == "map":
+            paths = write_course_map(args.out or ROOT / "docs" / "course_map")
+            print(f"Wrote {len(paths)} thumbnails to {paths[0].parent}")
+        elif args.what == "course":
             index = make_course(args.out or BUILD / "course", args.force)
             print(f"The course is at {index}")
         else:

@@ -107,3 +107,44 @@ def test_build_never_overwrites_edited_files(tmp_path):
         build._write_generated(tmp_path, {"b.ipynb": "v1"}, force=False)
     build._write_generated(tmp_path, {"a.ipynb": "v3"}, force=True)
     assert (tmp_path / "a.ipynb").read_text() == "v3"
+
+
+def _fake_executed_notebook():
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    figure = new_output("display_data", data={"image/png": "UE5HZmlndXJl", "text/plain": "<Figure>"})
+    slider = new_output("display_data", data={build.WIDGET: {"model_id": "m1"}, "text/plain": "interactive(children=(...))"})
+    progress = new_output("display_data", data={build.WIDGET: {"model_id": "m2"}, "text/plain": "demo: 100%|██| 20/20"})
+    nb = new_notebook(cells=[new_markdown_cell("# 09 · A chapter\n\ntext"),
+                             new_code_cell("fig = plot()", outputs=[figure]),
+                             new_code_cell("widgets.interact(...)", outputs=[slider]),
+                             new_code_cell("train(...)", outputs=[progress])])
+    nb.cells[1].metadata["tags"] = ["thumbnail"]
+    return nb
+
+
+def test_course_pages_show_widgets_as_their_static_companion_figure():
+    page = build.static_widgets(_fake_executed_notebook())
+    slider_out, progress_out = page.cells[2].outputs[0], page.cells[3].outputs[0]
+    assert "UE5HZmlndXJl" in slider_out["data"]["text/html"] and "run this notebook" in slider_out["data"]["text/html"]
+    assert progress_out["text"].startswith("demo: 100%")
+    # the stored chapters too: no widget is left without a kernel, every slider shows a figure
+    for path in build.course_notebooks():
+        nb = build.static_widgets(nbformat.read(path, as_version=4))
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not any(build.WIDGET in o.get("data", {}) for o in outputs)
+        notes = [o["data"]["text/html"] for o in outputs if "Interactive widget" in o.get("data", {}).get("text/html", "")]
+        assert notes and all("<img" in n for n in notes), path.name
+
+
+def test_course_map_and_links_between_chapters():
+    nb = _fake_executed_notebook()
+    assert build._thumbnail(nb) == "UE5HZmlndXJl"
+    rows = [dict(page=f"0{i}.html", notebook=f"0{i}.ipynb", title=f"0{i} · chapter", summary=f"what {i} teaches",
+                 thumbnail="UE5HZmlndXJl" if i else None, seconds=3.0) for i in range(3)]
+    index = build._index_page(rows)
+    assert index.count('class="card"') == 3 and index.count("<img") == 2 and "what 2 teaches" in index
+    page = build._with_navigation("<html><body><p>x</p></body></html>", rows[0], rows[2])
+    assert page.count('href="00.html"') == 2 and page.count('href="02.html"') == 2 and "course map" in page
+    for path in build.course_notebooks():                     # every chapter brings its two-line summary
+        assert len(nbformat.read(path, as_version=4).metadata["course"]["summary"]) > 40
