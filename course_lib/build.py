@@ -146,7 +146,8 @@ def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None) ->
     except CellExecutionError as err:
         cell_no = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
             o.get("output_type") == "error" for o in c.get("outputs", []))), "?")
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()       # no terminal colour codes in the message
+        first = text.splitlines()[-1] if text else type(err).__name__
         raise BuildError(f"{path.name} failed at cell {cell_no}: {first}") from err
     return nb
 

@@ -148,3 +148,22 @@ def test_course_map_and_links_between_chapters():
     assert page.count('href="00.html"') == 2 and page.count('href="02.html"') == 2 and "course map" in page
     for path in build.course_notebooks():                     # every chapter brings its two-line summary
         assert len(nbformat.read(path, as_version=4).metadata["course"]["summary"]) > 40
+
+
+def test_a_failing_notebook_stops_the_build_naming_notebook_and_cell(tmp_path):
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    nb = new_notebook(cells=[new_markdown_cell("# 99 · broken"), new_code_cell("import course_lib\nx = 1"),
+                             new_code_cell("y = undefined_name + x")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "99_broken.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(BuildError, match=r"99_broken.ipynb failed at cell 2: NameError"):
+        build.execute_notebook(path)
+    # in a real kernel, the out-of-order hint reaches the learner with the error
+    from nbclient import NotebookClient
+
+    client = NotebookClient(nbformat.read(path, as_version=4), kernel_name="python3", allow_errors=True)
+    executed = client.execute()
+    shown = "".join(o.get("text", "") + "".join(o.get("traceback", [])) for o in executed.cells[2].outputs)
+    assert "NameError" in shown and "`undefined_name` comes from an earlier cell" in shown
