@@ -24,6 +24,7 @@ unless ``--force`` is given.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import html
 import json
@@ -67,7 +68,7 @@ def stub_solutions(source: str) -> str:
 
 def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of ``nb`` with solutions stubbed and every output cleared (outputs would give answers away)."""
-    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # deep copy
+    nb = copy.deepcopy(nb)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.source = stub_solutions(cell.source)
@@ -195,7 +196,7 @@ def static_widgets(nb) -> nbformat.NotebookNode:
     An interactive widget (a slider, a text box) becomes a note and its static companion: the last
     figure above it, which the notebooks place there on purpose. A progress bar keeps its text.
     """
-    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    nb = copy.deepcopy(nb)
     companion = None
     for cell in nb.cells:
         if cell.cell_type != "code":

@@ -21,14 +21,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .attention import record_attention
-from .pipelines import MAX_SEED, check_int
+from .pipelines import MAX_SEED, check_float, check_int
 from .samplers import DDIMScheduler
 from .schedule import NoiseSchedule
 
@@ -48,7 +47,7 @@ def encode_latent_distribution(vae, images: torch.Tensor, batch_size: int = 1000
     for i in range(0, len(images), batch_size):
         dist = vae.encode(images[i:i + batch_size])
         means.append(dist.mean)
-        stds.append((0.5 * dist.logvar).exp())
+        stds.append(dist.std)
     return torch.cat(means), torch.cat(stds)
 
 
@@ -176,8 +175,7 @@ class LatentDiffusionPipeline:
             if len(timesteps) == 0:
                 latents = init                        # strength 0 (or too few steps): nothing to redo
             else:
-                schedule = NoiseSchedule(self.beta_schedule, self.num_train_timesteps)
-                latents = schedule.q_sample(init, int(timesteps[0]), noise.to(self.device))
+                latents = scheduler.schedule.q_sample(init, int(timesteps[0]), noise.to(self.device))
 
         for i, t in enumerate(tqdm(timesteps, desc="latent diffusion", disable=not progress, leave=False)):
             model_input = torch.cat([latents, latents]) if do_guidance else latents
@@ -251,7 +249,3 @@ def _check_prompts(prompt, name: str) -> list[str]:
                              "(for the unconditional model use guidance_scale=0)")
     return list(prompts)
 
-
-def check_float(name: str, value, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= float(value) <= high:
-        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")

@@ -74,6 +74,12 @@ def check_int(name: str, value, low: int, high: int) -> None:
         raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
 
 
+def check_float(name: str, value, low: float, high: float) -> None:
+    """Refuse anything but a real number in [low, high] (NaN included), with a sentence naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= float(value) <= high:
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+
+
 def load(name: str, device: torch.device | str | None = None):
     """Load a shipped model by name.
 

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .captions import AttributeThresholds
-from .captions import caption
+from .captions import AttributeThresholds, caption
 from .clip import CLIP, attribute_codes, clip_training_loss, words_from_codes
 from .data import load_mnist
 from .device import get_device, seed_everything

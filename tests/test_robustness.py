@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from course_lib import friendly
 from course_lib.clip import CLIP
-from course_lib.ldm import MAX_GUIDANCE_SCALE, LatentDiffusionPipeline, check_float
-from course_lib.pipelines import MAX_SEED, DDPMPipeline, check_int
+from course_lib.ldm import MAX_GUIDANCE_SCALE, LatentDiffusionPipeline
+from course_lib.pipelines import MAX_SEED, DDPMPipeline, check_float, check_int
 from course_lib.tokenizer import SPECIAL_TOKENS, Tokenizer, UnknownWordError
 from course_lib.unet import UNet
 from course_lib.vae import ConvVAE
