@@ -41,7 +41,7 @@ test: env
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 course: env
-	$(PY) -m course_lib.build course $(if $(FORCE),--force)
+	@$(PY) -m course_lib.build course $(if $(FORCE),--force)
 
 student: env
 	$(PY) -m course_lib.build student $(if $(FORCE),--force)
