@@ -34,17 +34,17 @@ $(ENV_STAMP):
 # A cached environment may have been built for another checkout: point it at this one.
 # (-I: ignore the current folder, so we see what a kernel started elsewhere would import.)
 env: $(ENV_STAMP)
-	@$(PY) -I -c "import course_lib, pathlib, sys; sys.exit(pathlib.Path(course_lib.__file__).parent != pathlib.Path('$(CURDIR)/course_lib').resolve())" 2>/dev/null \
+	@$(PY) -I -c "import course_lib, course_tools, pathlib as p, sys; here = p.Path('$(CURDIR)').resolve(); sys.exit(any(p.Path(m.__file__).parent != here / m.__name__ for m in (course_lib, course_tools)))" 2>/dev/null \
 	  || ($(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP))
 
 test: env
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 course: env
-	@$(PY) -m course_lib.build course $(if $(FORCE),--force)
+	@$(PY) -m course_tools.build course $(if $(FORCE),--force)
 
 student: env
-	$(PY) -m course_lib.build student $(if $(FORCE),--force)
+	$(PY) -m course_tools.build student $(if $(FORCE),--force)
 
 lab: env
 	$(PY) -m jupyter lab notebooks

@@ -19,10 +19,11 @@ import torch
 
 from course_lib import pipelines
 from course_lib.captions import ATTRIBUTES, DIGIT_WORDS, HELD_OUT_COMBINATION, attribute_prompt, class_prompt
-from course_lib.clip import attribute_matches, embed_images, linear_probe, retrieval_precision, zero_shot_classify
+from course_lib.captions import attribute_matches
+from course_lib.clip import embed_images, linear_probe, retrieval_precision, zero_shot_classify
 from course_lib.data import load_mnist
 
-from report import ROOT, write_results
+from course_tools.bench import ROOT, write_results
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from course_lib.data import load_mnist
 from course_lib.metrics import (class_histogram, classifier_features, frechet_distance, load_classifier,
                                 real_vs_real_floor)
 
-from report import ROOT, write_results
+from course_tools.bench import ROOT, write_results
 
 # (sampler, steps, use_clipped_model_output); the last row measures DDIM without that switch.
 CONFIGS = [("ddpm", 1000, True), ("ddim", 100, True), ("ddim", 50, True), ("ddim", 20, True), ("ddim", 10, True),

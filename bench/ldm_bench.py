@@ -26,17 +26,17 @@ from pathlib import Path
 import torch
 
 from course_lib import pipelines
-from course_lib.captions import DIGIT_WORDS, attribute_prompt, class_prompt, stroke_thickness
+from course_lib.captions import (DIGIT_WORDS, attribute_codes, attribute_prompt, class_prompt, ldm_caption,
+                                 stroke_thickness)
 from course_lib.data import load_mnist
+from course_lib.ddpm import diffusion_loss
 from course_lib.ldm import DEFAULT_GUIDANCE_SCALE, encode_latent_distribution, ldm_training_loss
 from course_lib.metrics import classifier_features, frechet_distance, load_classifier, predict, real_vs_real_floor
-from course_lib.recipes import DDPM_UNET_CONFIG, LDM_UNET_CONFIG, ldm_caption
+from course_lib.recipes import DDPM_UNET_CONFIG, LDM_UNET_CONFIG
 from course_lib.schedule import NoiseSchedule
-from course_lib.train import diffusion_loss
-from course_lib.clip import attribute_codes
 from course_lib.unet import UNet
 
-from report import ROOT, write_results
+from course_tools.bench import ROOT, write_results
 
 
 def generate(pipe, prompts, n_each, batch_size, seed, **kwargs):

@@ -21,7 +21,7 @@ from course_lib.data import load_mnist
 from course_lib.metrics import classifier_features, frechet_distance, load_classifier, predict
 from course_lib.vae import VAE, AutoEncoder, negative_elbo, psnr
 
-from report import ROOT, write_results
+from course_tools.bench import ROOT, write_results
 
 
 def sample_fids(model, heldout_z, fid, n=2000, seed=0):

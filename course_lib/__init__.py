@@ -3,28 +3,44 @@
 Every notebook explains an idea and then imports its one true implementation
 from here, so later notebooks build on exactly what earlier ones checked.
 
-Modules, one concept each:
+The package reads as a stack of floors, data and maths at the bottom, pipelines
+at the top. A module imports only from floors below its own (``tests/test_imports.py``
+walks every import and enforces it), so there is no cycle and no hidden import:
 
-- ``device``   -- pick CPU / CUDA / Apple MPS once; seeding for reproducibility
-- ``data``     -- MNIST as tensors, from whatever genuine source is available
-- ``schedule`` -- beta schedules, alphas_cumprod, q_sample, SNR, posterior
-- ``unet``, ``attention`` -- the noise-predicting U-Net, self- and cross-attention
-- ``captions``, ``tokenizer``, ``clip`` -- captions from measured attributes, words to ids, CLIP
-- ``ldm``      -- latent diffusion: training loss, classifier-free guidance, the text-to-image pipeline
-- ``samplers`` -- DDPMScheduler and DDIMScheduler (``set_timesteps``, ``step``)
-- ``train``    -- the one training loop: EMA, progress, resumable checkpoints
-- ``vae``      -- autoencoder, VAE and the spatial VAE latent diffusion uses
-- ``metrics``  -- the MNIST classifier, classifier-FID, class coverage
-- ``pretrained``, ``recipes`` -- shipped weights with checksums, and how each was trained
-- ``pipelines`` -- ``load("ddpm" | "vae" | "clip" | "ldm")``: one public way to use each shipped model
-- ``viz``      -- image grids, noise strips, latent maps, loss curves, sliders
-- ``checks``   -- self-checking exercises ("Correct!" / "Not yet" + hint)
-- ``build``    -- execute the course to HTML, write student handouts
-- ``friendly`` -- a cell run out of order says which earlier cell it needs
+    6  recipes                                        how each shipped model is trained
+       viz  checks  environment  friendly             for the notebooks, beside the stack
+    5  pipelines                                      load(name): the shipped models, ready to use
+    4  ddpm  ldm                                      the two diffusion systems: loss and pipeline
+    3  unet  vae  clip  samplers  metrics  train      networks, schedulers, judges, the loop
+    2  attention  tokenizer  pretrained               building blocks
+    1  device  data  schedule  captions               digits, noise, words
+    0  validate                                       argument checks and batching
+
+- ``validate``  -- argument checks with sentences that name the argument; ``batched``
+- ``device``    -- pick CPU / CUDA / Apple MPS once; seeding for reproducibility
+- ``data``      -- MNIST as tensors: the shipped digits, one split on every machine
+- ``schedule``  -- beta schedules, alphas_cumprod, q_sample, SNR, posterior
+- ``captions``  -- words measured on a digit's pixels: "a thick slanted seven"
+- ``attention`` -- attention from scratch, self- and cross-attention blocks, ``record_attention``
+- ``tokenizer`` -- words to ids, with a clear error for an unknown word
+- ``pretrained``-- shipped weights: safetensors with SHA-256
+- ``unet``      -- the noise-predicting U-Net (optionally text-conditioned)
+- ``vae``       -- autoencoder, VAE and the spatial VAE latent diffusion uses
+- ``clip``      -- the contrastive text and image encoders
+- ``samplers``  -- DDPMScheduler and DDIMScheduler (``set_timesteps``, ``step``)
+- ``metrics``   -- the MNIST classifier, classifier-FID, class coverage
+- ``train``     -- the one training loop: EMA, progress, resumable checkpoints
+- ``ddpm``      -- pixel-space DDPM: training loss and ``DDPMPipeline``
+- ``ldm``       -- latent diffusion: training loss, guidance, ``LatentDiffusionPipeline``
+- ``pipelines`` -- ``load(name)``: one public way to use each shipped model
+- ``recipes``   -- ``train_model(name)``: how each shipped model is made (``scripts/train.py``)
+- ``viz``       -- image grids, noise strips, latent maps, loss curves, sliders
+- ``checks``    -- self-checking exercises ("Correct!" / "Not yet" + hint)
+- ``friendly``  -- ``friendly.install()``: a cell run out of order says which earlier cell it needs
+
+The course's tooling (the HTML site, student handouts, benchmark results) is the separate
+package ``course_tools``; nothing in ``course_lib`` imports it. Importing ``course_lib`` has
+no side effects.
 """
 
 __version__ = "0.1.0"
-
-from . import friendly as _friendly
-
-_friendly.install()      # only inside Jupyter/IPython; elsewhere it does nothing

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .validate import check_digits
+
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ATTRIBUTES = {"thickness": ("thin", "thick"), "slant": ("upright", "slanted"), "size": ("small", "large")}
 HELD_OUT_COMBINATION = ("thin", 8)   # (word, digit) never captioned together in training
@@ -78,8 +80,7 @@ MEASURES = {"thickness": stroke_thickness, "slant": slant, "size": box_size}
 
 def measure_attributes(images: torch.Tensor) -> dict[str, torch.Tensor]:
     """All three measures for a batch: {"thickness": (B,), "slant": (B,), "size": (B,)}."""
-    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"expected digits as (B, 1, 28, 28) in [0, 1], got {tuple(images.shape)}")
+    check_digits(images)
     return {name: fn(images) for name, fn in MEASURES.items()}
 
 
@@ -124,6 +125,31 @@ class AttributeThresholds:
         """-1 (below the low threshold), 0 (middle), +1 (above the high one) for each image, as digit ``digit``."""
         labels = torch.full((len(images),), digit, dtype=torch.long)
         return self.sides(images, labels)[:, list(ATTRIBUTES).index(name)]
+
+
+def attribute_codes(thresholds: AttributeThresholds, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N, 3) int64: for thickness, slant, size, 0 = no word, 1 = first word (thin...), 2 = second (thick...)."""
+    sides = thresholds.sides(images, labels)
+    return torch.where(sides < 0, 1, torch.where(sides > 0, 2, 0))
+
+
+def words_from_codes(codes) -> dict[str, str | None]:
+    """One digit's codes (3,) -> {attribute: word or None}, the form ``caption`` takes."""
+    return {name: (None if c == 0 else ATTRIBUTES[name][c - 1]) for name, c in zip(ATTRIBUTES, codes.tolist())}
+
+
+def attribute_matches(thresholds: AttributeThresholds, images: torch.Tensor, labels: torch.Tensor,
+                      digit: int, word: str) -> torch.Tensor:
+    """(B,) bool: the image is a ``digit`` *and* measures as ``word`` ("thick", "slanted", ...) for that digit.
+
+    This is the ground truth a caption like "a thick seven" is checked against.
+    """
+    for name, pair in ATTRIBUTES.items():
+        if word in pair:
+            side = thresholds.side(name, images, digit)
+            return (labels == digit) & (side == (1 if word == pair[1] else -1))
+    known = ", ".join(w for pair in ATTRIBUTES.values() for w in pair)
+    raise ValueError(f"{word!r} is not an attribute word; known: {known}")
 
 
 def _article(word: str) -> str:
@@ -173,3 +199,12 @@ def class_prompt(digit: int) -> str:
 def attribute_prompt(word: str, digit: int) -> str:
     """The prompt for attribute retrieval: "a thick seven", "an upright one"."""
     return _with_article(word, DIGIT_WORDS[digit])
+
+
+def ldm_caption(digit: int, codes: torch.Tensor, generator: torch.Generator) -> str:
+    """A fresh caption from a digit's attribute codes (3,) for latent diffusion's training.
+
+    Unlike CLIP's training, latent diffusion sees every attribute-digit pair (the held-out "thin eight"
+    was chapter 04's experiment), so every prompt a learner can type is taught.
+    """
+    return caption(digit, words_from_codes(codes), generator, training=False)

@@ -7,6 +7,10 @@ box. ``bool(result)`` tells whether the check passed, for tests.
 
 A solution not written yet (the student version's ``raise NotImplementedError()``)
 gets "Not yet" too, so a student notebook runs top to bottom.
+
+Every check has the same shape on purpose (is it a function? run it on fixed inputs, name the
+usual mistakes, then compare with the library): a teaching parallel, one per exercise, that
+``duplicates`` reports as same-shape lines.
 """
 
 from __future__ import annotations
@@ -15,8 +19,15 @@ import html
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
+from .clip import contrastive_loss
+from .ddpm import noise_prediction_loss
+from .ldm import guided_noise
+from .ldm import img2img_timesteps as library_img2img_timesteps
 from .schedule import NoiseSchedule, cosine_beta_schedule
+from .vae import kl_divergence
+from .vae import reparameterize as library_reparameterize
 
 NOT_WRITTEN = ("your function still raises NotImplementedError: replace "
                "`raise NotImplementedError()` with your code, run that cell, then this one again.")
@@ -83,6 +94,12 @@ def _compare(got, expected: torch.Tensor, what: str, atol: float) -> str | None:
     return None
 
 
+def _clean_and_noise(seed: int, batch: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed test inputs: stand-in images x0 (batch, 1, 28, 28) uniform in [-1, 1], and Gaussian noise like them."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 1, 28, 28, generator=g) * 2 - 1, torch.randn(batch, 1, 28, 28, generator=g)
+
+
 # --- notebook 01 -----------------------------------------------------------------
 
 def check_q_sample(q_sample) -> CheckResult:
@@ -98,9 +115,7 @@ def check_q_sample(q_sample) -> CheckResult:
         if (problem := _callable_problem(q_sample, "check_q_sample(q_sample)")):
             return problem
         schedule = NoiseSchedule("linear")
-        g = torch.Generator().manual_seed(1234)
-        x0 = torch.rand(4, 1, 28, 28, generator=g) * 2 - 1
-        noise = torch.randn(4, 1, 28, 28, generator=g)
+        x0, noise = _clean_and_noise(seed=1234)
         t = torch.tensor([0, 10, 500, 999])
         ab = schedule.alphas_cumprod.float()
         got = q_sample(x0, t, noise, ab)
@@ -163,12 +178,11 @@ def check_training_loss(diffusion_training_loss) -> CheckResult:
         if (problem := _callable_problem(diffusion_training_loss, "check_training_loss(diffusion_training_loss)")):
             return problem
         schedule = NoiseSchedule("linear")
-        g = torch.Generator().manual_seed(7)
-        x0 = torch.rand(4, 1, 28, 28, generator=g) * 2 - 1
-        noise = torch.randn(4, 1, 28, 28, generator=g)
+        x0, noise = _clean_and_noise(seed=7)
         t = torch.tensor([3, 250, 600, 999])
-        got = diffusion_training_loss(_fake_noise_predictor, x0, t, noise, schedule.alphas_cumprod.float())
-        expected = ((_fake_noise_predictor(schedule.q_sample(x0, t, noise), t) - noise) ** 2).mean()
+        got = diffusion_training_loss(_fake_noise_predictor, x0.clone(), t.clone(), noise.clone(),
+                                      schedule.alphas_cumprod.float())
+        expected = noise_prediction_loss(_fake_noise_predictor, x0, t, noise, schedule)
         if isinstance(got, torch.Tensor) and got.numel() != 1:
             return f"the loss should be one number (a scalar), got shape {tuple(got.shape)}: take the mean"
         got = torch.as_tensor(got, dtype=torch.float64).reshape(())
@@ -179,7 +193,7 @@ def check_training_loss(diffusion_training_loss) -> CheckResult:
             return "the model was given the clean x0; give it the noised x_t"
         return _compare(got, expected.double(), "the loss", atol=1e-5)
 
-    return run_check(exercise, attempt, hint, "the same loss course_lib.train.diffusion_loss minimises.")
+    return run_check(exercise, attempt, hint, "the same loss as course_lib.ddpm.noise_prediction_loss, which training minimises.")
 
 
 def check_ddpm_step(ddpm_step) -> CheckResult:
@@ -212,7 +226,7 @@ def check_ddpm_step(ddpm_step) -> CheckResult:
                 return problem
         return None
 
-    return run_check(exercise, attempt, hint, "your step is DDPM's Algorithm 2, as course_lib.samplers.DDPMScheduler.")
+    return run_check(exercise, attempt, hint, "your step is Algorithm 2 of the DDPM paper (Ho et al. 2020).")
 
 
 # --- notebook 03 -----------------------------------------------------------------
@@ -222,8 +236,6 @@ def check_kl_divergence(kl_to_standard_normal) -> CheckResult:
 
     mean, logvar: (B, D). The closed form: 0.5 * sum over D of (mean^2 + exp(logvar) - 1 - logvar).
     """
-    from .vae import kl_divergence
-
     exercise = "KL term"
     hint = ("0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(dim=1): logvar is the log of the variance, "
             "so the variance is logvar.exp(); sum over the latent dimensions, one number per image.")
@@ -260,11 +272,13 @@ def check_reparameterize(reparameterize) -> CheckResult:
         if (problem := _callable_problem(reparameterize, "check_reparameterize(reparameterize)")):
             return problem
         g = torch.Generator().manual_seed(4)
-        mean = torch.randn(4, 3, requires_grad=True)
+        mean = torch.randn(4, 3, generator=g).requires_grad_(True)
         logvar = torch.randn(4, 3, generator=g).requires_grad_(True)
+        before = g.get_state()
         eps = torch.randn(4, 3, generator=g)
-        z = reparameterize(mean, logvar, eps)
-        expected = mean + (0.5 * logvar).exp() * eps
+        z = reparameterize(mean, logvar, eps.clone())
+        g.set_state(before)
+        expected = library_reparameterize(mean, logvar, g)      # draws the same eps from the same state
         if isinstance(z, torch.Tensor) and z.shape == expected.shape and not torch.allclose(z, expected, atol=1e-5):
             if torch.allclose(z, mean + logvar.exp() * eps, atol=1e-5):
                 return "you scaled eps by the variance exp(logvar); scale it by the std, exp(logvar / 2)"
@@ -287,10 +301,6 @@ def check_contrastive_loss(clip_loss) -> CheckResult:
 
     logits: (B, B), row i = image i against every caption; the right caption of image i is caption i.
     """
-    import torch.nn.functional as F
-
-    from .clip import contrastive_loss
-
     exercise = "contrastive loss"
     hint = ("targets = torch.arange(B); the loss is the mean of F.cross_entropy(logits, targets) (each image picks "
             "its caption) and F.cross_entropy(logits.T, targets) (each caption picks its image).")
@@ -328,8 +338,6 @@ def check_zero_shot(zero_shot_predict) -> CheckResult:
     image_features: (B, D), text_features: (C, D), one row per class prompt, *not* normalised:
     the prediction is the class whose prompt has the highest cosine similarity.
     """
-    import torch.nn.functional as F
-
     exercise = "zero-shot prediction"
     hint = ("normalise both (F.normalize(x, dim=-1)), take the similarity matrix image @ text.T, shape (B, C), "
             "and the argmax over the classes, dim=1.")
@@ -412,7 +420,7 @@ def check_classifier_free_guidance(guided) -> CheckResult:
         uncond, cond = torch.randn(3, 4, 7, 7, generator=g), torch.randn(3, 4, 7, 7, generator=g)
         for scale in (0.0, 1.0, 3.0, 7.5):
             got = guided(uncond.clone(), cond.clone(), scale)
-            expected = uncond + scale * (cond - uncond)
+            expected = guided_noise(uncond, cond, scale)
             if isinstance(got, torch.Tensor) and got.shape == expected.shape and not torch.allclose(got, expected, atol=1e-5):
                 if torch.allclose(got, cond + scale * (cond - uncond), atol=1e-5):
                     return "start from the unconditional prediction, not the conditional one (scale 1 must give cond)"
@@ -444,7 +452,7 @@ def check_img2img_timesteps(img2img_timesteps) -> CheckResult:
         timesteps = (1000 - torch.arange(50) * 20) - 1
         for strength in (0.0, 0.3, 0.8, 1.0):
             n = int(50 * strength)
-            expected = timesteps[50 - n:]
+            expected = library_img2img_timesteps(timesteps, strength)
             got = img2img_timesteps(timesteps.clone(), strength)
             if isinstance(got, torch.Tensor) and len(got) == n and n and not torch.equal(got, expected):
                 if torch.equal(got, timesteps[:n]):
@@ -456,4 +464,4 @@ def check_img2img_timesteps(img2img_timesteps) -> CheckResult:
                 return problem
         return None
 
-    return run_check(exercise, attempt, hint, "the same steps the pipeline runs for image=..., strength=....")
+    return run_check(exercise, attempt, hint, "the same steps as course_lib.ldm.img2img_timesteps, which the pipeline runs for image=..., strength=....")

@@ -25,8 +25,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import MultiHeadAttention
-from .captions import ATTRIBUTES, AttributeThresholds, caption
+from .captions import caption, words_from_codes
 from .tokenizer import CONTEXT_LENGTH, Tokenizer, default_vocabulary
+from .validate import batched, check_digits
 
 
 class TransformerBlock(nn.Module):
@@ -119,9 +120,7 @@ class CLIP(nn.Module):
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1, 28, 28) in [0, 1] -> L2-normalised embeddings (B, embed_dim)."""
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"expected digits as a (B, 1, 28, 28) tensor in [0, 1], got {shape}")
+        check_digits(images)
         return F.normalize(self.image_projection(self.image_encoder(images)), dim=-1)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -134,16 +133,6 @@ def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
     """Symmetric cross-entropy: image i's caption is text i, and text i's image is image i. (B, B) -> scalar."""
     targets = torch.arange(len(logits_per_image), device=logits_per_image.device)
     return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2
-
-
-def attribute_codes(thresholds: AttributeThresholds, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(N, 3) int64: for thickness, slant, size, 0 = no word, 1 = first word (thin...), 2 = second (thick...)."""
-    sides = thresholds.sides(images, labels)
-    return torch.where(sides < 0, 1, torch.where(sides > 0, 2, 0))
-
-
-def words_from_codes(codes) -> dict[str, str | None]:
-    return {name: (None if c == 0 else ATTRIBUTES[name][c - 1]) for name, c in zip(ATTRIBUTES, codes.tolist())}
 
 
 def clip_training_loss(model, batch, generator):
@@ -160,7 +149,7 @@ def clip_training_loss(model, batch, generator):
 @torch.no_grad()
 def embed_images(model: CLIP, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """``model.encode_image`` in batches, without gradients: (N, 1, 28, 28) in [0, 1] -> (N, embed_dim)."""
-    return torch.cat([model.encode_image(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    return batched(model.encode_image, images, batch_size)
 
 
 def _check_embeddings(image_embeddings: torch.Tensor, model: CLIP) -> None:
@@ -183,20 +172,6 @@ def retrieve(model: CLIP, text: str, image_embeddings: torch.Tensor, k: int = 10
     _check_embeddings(image_embeddings, model)
     top = (image_embeddings @ model.encode_text([text])[0]).topk(min(k, len(image_embeddings)))
     return top.indices, top.values
-
-
-def attribute_matches(thresholds: AttributeThresholds, images: torch.Tensor, labels: torch.Tensor,
-                      digit: int, word: str) -> torch.Tensor:
-    """(B,) bool: the image is a ``digit`` *and* measures as ``word`` ("thick", "slanted", ...) for that digit.
-
-    This is the ground truth a caption like "a thick seven" is checked against.
-    """
-    for name, pair in ATTRIBUTES.items():
-        if word in pair:
-            side = thresholds.side(name, images, digit)
-            return (labels == digit) & (side == (1 if word == pair[1] else -1))
-    known = ", ".join(w for pair in ATTRIBUTES.values() for w in pair)
-    raise ValueError(f"{word!r} is not an attribute word; known: {known}")
 
 
 def retrieval_precision(model: CLIP, text: str, image_embeddings: torch.Tensor, relevant: torch.Tensor,

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .attention import record_attention
-from .pipelines import MAX_SEED, check_float, check_int
 from .samplers import DDIMScheduler
 from .schedule import NoiseSchedule
+from .validate import MAX_SEED, batched, check_digits, check_float, check_int
 
 DEFAULT_GUIDANCE_SCALE = 3.0
 MAX_GUIDANCE_SCALE = 30.0
@@ -43,12 +43,11 @@ def encode_latent_distribution(vae, images: torch.Tensor, batch_size: int = 1000
 
     Computed once before training; every step then draws a fresh latent z = mean + std * noise.
     """
-    means, stds = [], []
-    for i in range(0, len(images), batch_size):
-        dist = vae.encode(images[i:i + batch_size])
-        means.append(dist.mean)
-        stds.append(dist.std)
-    return torch.cat(means), torch.cat(stds)
+    def mean_and_std(x):
+        dist = vae.encode(x)
+        return torch.cat([dist.mean, dist.std], dim=1)
+
+    return batched(mean_and_std, images, batch_size).chunk(2, dim=1)
 
 
 def ldm_training_loss(text_encoder, tokenizer, schedule: NoiseSchedule, scaling_factor: float,
@@ -89,6 +88,14 @@ def guided_noise(noise_uncond: torch.Tensor, noise_cond: torch.Tensor, guidance_
     guidance_scale 0 is the unconditional model, 1 the conditional one, > 1 goes past it.
     """
     return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+
+def img2img_timesteps(timesteps: torch.Tensor, strength: float) -> torch.Tensor:
+    """The timesteps img2img visits: the last ``int(len(timesteps) * strength)`` of the scheduler's (N,),
+    the least noisy ones. Strength 1 runs them all (text-to-image); strength 0 none (the image comes back)."""
+    check_float("strength", strength, 0.0, 1.0)
+    keep = int(len(timesteps) * strength)
+    return timesteps[len(timesteps) - keep:]
 
 
 class LatentDiffusionPipeline:
@@ -135,25 +142,10 @@ class LatentDiffusionPipeline:
         seed fixes every random number. callback(i, t, latents, pred_original_latents) runs after
         each step. output_type "latent" returns the (B, 4, 7, 7) latents instead of decoding them.
         """
-        prompts = _check_prompts(prompt, "prompt")
-        check_int("num_inference_steps", num_inference_steps, 1, self.num_train_timesteps)
-        check_int("num_images_per_prompt", num_images_per_prompt, 1, 10_000)
-        check_int("seed", seed, 0, MAX_SEED)
-        check_float("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE_SCALE)
-        check_float("strength", strength, 0.0, 1.0)
-        check_float("eta", eta, 0.0, 1.0)
-        if output_type not in ("image", "latent"):
-            raise ValueError(f"output_type must be 'image' or 'latent', got {output_type!r}")
-        if image is not None:
-            prompts = self._match_images(prompts, image)
-        negatives = [""] * len(prompts) if negative_prompt is None else _check_prompts(negative_prompt, "negative_prompt")
-        if len(negatives) == 1:
-            negatives = negatives * len(prompts)
-        if len(negatives) != len(prompts):
-            raise ValueError(f"give one negative_prompt, or one per prompt ({len(prompts)}), not {len(negatives)}")
+        prompts, negatives = self.check_inputs(prompt, num_inference_steps, guidance_scale, seed, negative_prompt,
+                                               image, strength, num_images_per_prompt, eta, output_type)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         negatives = [p for p in negatives for _ in range(num_images_per_prompt)]
-        batch = len(prompts)
 
         cond = self.encode_prompt(prompts)           # unknown words fail here, before any work
         do_guidance = guidance_scale != 1.0          # at 1 the unconditional half cancels: skip it
@@ -161,21 +153,10 @@ class LatentDiffusionPipeline:
 
         scheduler = self.make_scheduler()
         scheduler.set_timesteps(num_inference_steps)
-        timesteps = scheduler.timesteps
+        timesteps = scheduler.timesteps if image is None else img2img_timesteps(scheduler.timesteps, strength)
         generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn((batch, *self.latent_shape), generator=generator)
-        if image is None:
-            latents = noise.to(self.device)
-        else:
-            # img2img: start part-way down the schedule from the noised latents of the given digits
-            init = self.vae.encode(image.to(self.device)).mean.repeat_interleave(num_images_per_prompt, 0)
-            init = init * self.vae.scaling_factor
-            skip = num_inference_steps - min(int(num_inference_steps * strength), num_inference_steps)
-            timesteps = timesteps[skip:]
-            if len(timesteps) == 0:
-                latents = init                        # strength 0 (or too few steps): nothing to redo
-            else:
-                latents = scheduler.schedule.q_sample(init, int(timesteps[0]), noise.to(self.device))
+        latents = self.prepare_latents(len(prompts), generator, scheduler, timesteps,
+                                       None if image is None else image.repeat_interleave(num_images_per_prompt, 0))
 
         for i, t in enumerate(tqdm(timesteps, desc="latent diffusion", disable=not progress, leave=False)):
             model_input = torch.cat([latents, latents]) if do_guidance else latents
@@ -188,28 +169,50 @@ class LatentDiffusionPipeline:
             latents = out.prev_sample
             if callback is not None:
                 callback(i, int(t), latents, out.pred_original_sample)
-        if output_type == "latent":
-            return latents.cpu()
-        return self.decode_latents(latents)
+        return latents.cpu() if output_type == "latent" else self.decode_latents(latents)
+
+    def check_inputs(self, prompt, num_inference_steps, guidance_scale, seed, negative_prompt, image, strength,
+                     num_images_per_prompt, eta, output_type) -> tuple[list[str], list[str]]:
+        """Every argument of ``__call__`` checked, with a sentence naming it; returns (prompts, negative prompts),
+        one of each per image (a single prompt is repeated for a batch of img2img images)."""
+        prompts = _check_prompts(prompt, "prompt")
+        check_int("num_inference_steps", num_inference_steps, 1, self.num_train_timesteps)
+        check_int("num_images_per_prompt", num_images_per_prompt, 1, 10_000)
+        check_int("seed", seed, 0, MAX_SEED)
+        check_float("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE_SCALE)
+        check_float("strength", strength, 0.0, 1.0)
+        check_float("eta", eta, 0.0, 1.0)
+        if output_type not in ("image", "latent"):
+            raise ValueError(f"output_type must be 'image' or 'latent', got {output_type!r}")
+        if image is not None:
+            check_digits(image, "image")
+            if len(prompts) == 1:
+                prompts = prompts * len(image)
+            if len(prompts) != len(image):
+                raise ValueError(f"give one prompt, or one per image: {len(prompts)} prompts for {len(image)} images")
+        negatives = [""] * len(prompts) if negative_prompt is None else _check_prompts(negative_prompt, "negative_prompt")
+        if len(negatives) == 1:
+            negatives = negatives * len(prompts)
+        if len(negatives) != len(prompts):
+            raise ValueError(f"give one negative_prompt, or one per prompt ({len(prompts)}), not {len(negatives)}")
+        return prompts, negatives
+
+    def prepare_latents(self, batch_size: int, generator: torch.Generator, scheduler: DDIMScheduler,
+                        timesteps: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """The latents the loop starts from, (batch_size, 4, 7, 7): pure noise for text-to-image; for img2img
+        the given digits' latents, noised to the first of ``timesteps`` (returned as they are if none is left)."""
+        noise = torch.randn((batch_size, *self.latent_shape), generator=generator)
+        if image is None:
+            return noise.to(self.device)
+        init = self.vae.encode(image.to(self.device)).mean * self.vae.scaling_factor
+        if len(timesteps) == 0:
+            return init                               # strength 0 (or too few steps): nothing to redo
+        return scheduler.schedule.q_sample(init, int(timesteps[0]), noise.to(self.device))
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents (B, 4, 7, 7) -> digits (B, 1, 28, 28) in [0, 1] on the CPU."""
         return self.vae.decode(latents / self.vae.scaling_factor).clamp(0, 1).cpu()
-
-    def _match_images(self, prompts: list[str], image) -> list[str]:
-        if not isinstance(image, torch.Tensor) or image.ndim != 4 or tuple(image.shape[1:]) != (1, 28, 28):
-            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-            raise ValueError(f"image must be digits as a (B, 1, 28, 28) tensor in [0, 1], got {shape}; "
-                             "a single digit x of shape (28, 28) becomes x[None, None]")
-        if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-            raise ValueError(f"image values must be in [0, 1], got [{image.min().item():.3g}, {image.max().item():.3g}]; "
-                             "for digits in [-1, 1] pass (x + 1) / 2")
-        if len(prompts) == 1:
-            return prompts * len(image)
-        if len(prompts) != len(image):
-            raise ValueError(f"give one prompt, or one per image: {len(prompts)} prompts for {len(image)} images")
-        return prompts
 
 
 @torch.no_grad()

@@ -18,6 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .pretrained import load_model
+from .validate import RANGE_TOLERANCE, batched, check_digits
+
 FEATURE_DIM = 128
 
 
@@ -38,8 +41,7 @@ class MNISTClassifier(nn.Module):
         self.head = nn.Linear(feature_dim, 10)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1:] != (1, 28, 28):
-            raise ValueError(f"the classifier expects (B, 1, 28, 28) images in [0, 1], got {tuple(images.shape)}")
+        check_digits(images, tolerance=RANGE_TOLERANCE)    # augmented digits round a little past 1
         return self.body((images - 0.1307) / 0.3081)   # MNIST's mean and std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -67,7 +69,6 @@ def classifier_loss(model, batch, generator):
 
 def load_classifier() -> MNISTClassifier:
     """The shipped classifier, checksum-verified."""
-    from .pretrained import load_model
     return load_model("classifier", MNISTClassifier)[0]
 
 
@@ -75,21 +76,14 @@ def load_classifier() -> MNISTClassifier:
 def predict(classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Predicted labels (N,) for images (N, 1, 28, 28) in [0, 1]."""
     classifier.eval()
-    return torch.cat([classifier(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+    return batched(lambda x: classifier(x).argmax(1), images, batch_size)
 
 
 @torch.no_grad()
 def classifier_features(classifier: MNISTClassifier, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Penultimate-layer features (N, 128), float64, of images (N, 1, 28, 28) in [0, 1]."""
-    classifier.eval()
-    _check_range(images)
-    return torch.cat([classifier.features(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]).double()
-
-
-def _check_range(images: torch.Tensor) -> None:
-    if images.min() < -1e-3 or images.max() > 1 + 1e-3:
-        raise ValueError(f"images must be in [0, 1] (got {images.min().item():.2f}..{images.max().item():.2f}); "
-                         "use course_lib.data.denormalize on [-1, 1] samples")
+    classifier.eval()                       # features() checks the images
+    return batched(classifier.features, images, batch_size).double()
 
 
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
@@ -132,15 +126,3 @@ def real_vs_real_floor(classifier: nn.Module, pool_images: torch.Tensor, heldout
     features: the best score a generator can expect with that many samples, since FID is biased by sample size."""
     pick = torch.randperm(len(pool_images), generator=torch.Generator().manual_seed(seed))[:num_samples]
     return frechet_distance(classifier_features(classifier, pool_images[pick]), heldout_features)
-
-
-def bench_results(name: str) -> dict:
-    """The stored results of ``bench/<name>_bench.py`` (bench/results/<name>.json), wherever the notebook runs from."""
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "bench" / "results" / f"{name}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: restore it with `git checkout -- bench/results/{name}.json` "
-                                f"or measure it again with `python bench/{name}_bench.py`")
-    return json.loads(path.read_text())

@@ -1,8 +1,13 @@
 """The recipes that produce the shipped checkpoints: model size, data, and training settings.
 
-``scripts/train_*.py`` are thin command lines around these functions, and a
-notebook's "train from scratch" switch calls the same functions, so there is one
-definition of how each shipped model is made.
+    >>> from course_lib.recipes import train_model
+    >>> pipe, info = train_model("ddpm", steps=200)     # what pipelines.load("ddpm") returns, freshly trained
+
+``RECIPES`` is a plain dict, one ``Recipe`` per shipped model; ``train_model`` runs any of them
+the same way (seed, device, the training pool, the one training loop, resumable checkpoints in
+``runs/<name>/``, provenance) and hands the result to ``pipelines.assemble``, so a notebook's
+"train from scratch" switch gets exactly the object ``pipelines.load`` gives. ``scripts/train.py``
+is the command line around it that wrote every shipped checkpoint.
 """
 
 from __future__ import annotations
@@ -10,18 +15,23 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
+import torch.nn as nn
 
-from .captions import AttributeThresholds, caption
-from .clip import CLIP, attribute_codes, clip_training_loss, words_from_codes
+from .captions import AttributeThresholds, attribute_codes, ldm_caption
+from .clip import CLIP, clip_training_loss
 from .data import load_mnist
+from .ddpm import diffusion_loss
 from .device import get_device, seed_everything
 from .ldm import encode_latent_distribution, ldm_training_loss
 from .metrics import MNISTClassifier, classifier_loss, predict
+from .pipelines import assemble, load
 from .schedule import NoiseSchedule
-from .train import diffusion_loss, train
+from .train import train
 from .unet import UNet
 from .vae import VAE, AutoEncoder, ConvVAE, autoencoder_loss, latent_scaling_factor, vae_loss
 
@@ -59,8 +69,126 @@ CLASSIFIER_TRAINING = dict(steps=3000, batch_size=128, lr=2e-3, weight_decay=5e-
                            ema_decay=0.995, seed=0)
 
 
-def _hardware(device) -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} CPU threads, device {device}"
+@dataclass(frozen=True)
+class Recipe:
+    """How one shipped model is made.
+
+    network: builds the fresh, untrained network.
+    training: the settings of ``course_lib.train.train`` (steps, batch_size, lr, warmup_steps, ema_decay,
+        seed, optionally weight_decay) and any the loss needs (kl_weight, uncond_prob).
+    prepare(settings, device) -> (dataset, loss_fn, info): what ``train`` trains on, and facts to record.
+    finish(model, settings) -> info: measured on the trained model (held-out accuracy, a scaling factor).
+    """
+
+    network: Callable[[], nn.Module]
+    training: dict
+    prepare: Callable
+    finish: Callable | None = None
+
+
+def _pool():
+    """The training pool as (images, labels)."""
+    pool = load_mnist("train")
+    return (pool.images, pool.labels)
+
+
+def _prepare_ddpm(settings, device):
+    return _pool(), diffusion_loss(NoiseSchedule("linear")), {"schedule": "linear, T=1000"}
+
+
+def _prepare_classifier(settings, device):
+    return _pool(), classifier_loss, {}
+
+
+def _finish_classifier(model, settings):
+    heldout = load_mnist("test")
+    return {"heldout_accuracy": round((predict(model, heldout.images) == heldout.labels).float().mean().item(), 5)}
+
+
+def _prepare_autoencoder(settings, device):
+    loss_fn = autoencoder_loss if settings["kl_weight"] is None else vae_loss(settings["kl_weight"])
+    return _pool(), loss_fn, {}
+
+
+def _finish_spatial_vae(model, settings):
+    """Measure the latent scaling factor on the training pool and store it in the model (SD's 0.18215)."""
+    scale = latent_scaling_factor(model, load_mnist("train").images, torch.Generator().manual_seed(settings["seed"]))
+    model.latent_scale.fill_(scale)
+    return {"scaling_factor": round(scale, 5)}
+
+
+def _prepare_clip(settings, device):
+    """Captioned digits: the attribute thresholds (per-class terciles) are fitted on the training pool and
+    recorded, so captions and attribute checks can be reproduced from the checkpoint."""
+    images, labels = _pool()
+    thresholds = AttributeThresholds.fit(images, labels)
+    return ((images, labels, attribute_codes(thresholds, images, labels)), clip_training_loss,
+            {"thresholds": {"low": thresholds.low, "high": thresholds.high}})
+
+
+def _prepare_ldm(settings, device):
+    """The shipped VAE and CLIP text encoder, frozen. The training pool is encoded once into latent Gaussians;
+    each step draws latents from them, writes fresh captions (with the CLIP's attribute thresholds) and drops
+    ``uncond_prob`` of them to the empty text, for classifier-free guidance."""
+    vae, clip = load("vae", device="cpu"), load("clip", device="cpu")
+    images, labels = _pool()
+    mean, std = encode_latent_distribution(vae, images)
+    loss_fn = ldm_training_loss(clip.text_encoder.to(device), clip.tokenizer, NoiseSchedule("linear"),
+                                vae.scaling_factor, ldm_caption, settings["uncond_prob"])
+    dataset = (mean, std, labels, attribute_codes(clip.thresholds, images, labels))
+    return dataset, loss_fn, {"schedule": "linear, T=1000", "vae_scaling_factor": round(vae.scaling_factor, 5)}
+
+
+RECIPES = {
+    "classifier": Recipe(lambda: MNISTClassifier(), CLASSIFIER_TRAINING, _prepare_classifier, _finish_classifier),
+    "ddpm": Recipe(lambda: UNet(**DDPM_UNET_CONFIG), DDPM_TRAINING, _prepare_ddpm),
+    **{name: Recipe(lambda model_class=model_class, config=config: model_class(**config), training,
+                    _prepare_autoencoder, _finish_spatial_vae if model_class is ConvVAE else None)
+       for name, (model_class, config, training) in AUTOENCODERS.items()},
+    "clip": Recipe(lambda: CLIP(**CLIP_CONFIG), CLIP_TRAINING, _prepare_clip),
+    "ldm": Recipe(lambda: UNet(**LDM_UNET_CONFIG), LDM_TRAINING, _prepare_ldm),
+}
+TRAIN_ARGUMENTS = ("steps", "batch_size", "lr", "weight_decay", "warmup_steps", "ema_decay", "seed")
+
+
+def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.device | str | None = None,
+                progress: bool = True, **overrides):
+    """Train shipped model ``name`` by its recipe; returns (ready-to-use object, info dict).
+
+    The object is what ``pipelines.load(name)`` returns (a pipeline, or the model with ``.info``),
+    built from the EMA weights. ``overrides``: any key of the recipe's settings (steps, batch_size, ...).
+    An interrupted run resumes from ``run_dir`` (default ``runs/<name>``) when called again.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"no recipe called {name!r}; choose one of {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    unknown = sorted(set(overrides) - set(recipe.training))
+    if unknown:
+        raise ValueError(f"{name}'s recipe has no setting {', '.join(map(repr, unknown))}; "
+                         f"it has {', '.join(recipe.training)}")
+    settings = {**recipe.training, **overrides}
+    seed_everything(settings["seed"])
+    device = torch.device(device) if device is not None else get_device()
+    run_dir = Path(run_dir or f"runs/{name}")
+    dataset, loss_fn, info = recipe.prepare(settings, device)
+    start = time.time()
+    result = train(recipe.network(), loss_fn, dataset, **{k: settings[k] for k in TRAIN_ARGUMENTS if k in settings},
+                   checkpoint_path=run_dir / "state.pt", checkpoint_every=250, device=device,
+                   progress=progress, desc=name)
+    model = result.ema_model
+    info = {**settings, **info, "steps": result.steps_done,
+            "train_seconds": round(_accumulated_seconds(run_dir, time.time() - start)),
+            "hardware": _hardware(device), "data": load_mnist("train").source,
+            "final_loss_avg100": round(sum(result.losses[-100:]) / len(result.losses[-100:]), 5),
+            "script": f"scripts/train.py {name}"}
+    if recipe.finish is not None:
+        info.update(recipe.finish(model.cpu(), settings))
+    return assemble(name, model, info, device), info
+
+
+def _hardware(device: torch.device) -> str:
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    return f"{platform.machine()}, {where}, device {device}"
 
 
 def _accumulated_seconds(run_dir: Path, seconds: float) -> float:
@@ -70,145 +198,3 @@ def _accumulated_seconds(run_dir: Path, seconds: float) -> float:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"seconds": total}))
     return total
-
-
-def train_ddpm(run_dir: str | Path = "runs/ddpm", progress: bool = True, **overrides):
-    """Train the course's DDPM on the training pool; returns (TrainResult, info dict).
-
-    overrides: any key of ``DDPM_TRAINING`` (steps, batch_size, lr, ...).
-    """
-    settings = {**DDPM_TRAINING, **overrides}
-    seed_everything(settings["seed"])
-    device = get_device()
-    dataset = load_mnist("train")
-    start = time.time()
-    result = train(UNet(**DDPM_UNET_CONFIG), diffusion_loss(NoiseSchedule("linear")), dataset,
-                   steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
-                   warmup_steps=settings["warmup_steps"], ema_decay=settings["ema_decay"], seed=settings["seed"],
-                   checkpoint_path=Path(run_dir) / "state.pt", checkpoint_every=250, device=device,
-                   progress=progress, desc="DDPM")
-    info = {**settings, "steps": result.steps_done, "train_seconds": round(_accumulated_seconds(run_dir, time.time() - start)),
-            "hardware": _hardware(device), "data": dataset.source, "schedule": "linear, T=1000",
-            "final_loss_avg100": round(sum(result.losses[-100:]) / len(result.losses[-100:]), 5),
-            "script": "scripts/train_ddpm.py"}
-    return result, info
-
-
-def train_classifier(run_dir: str | Path = "runs/classifier", progress: bool = True, **overrides):
-    """Train the course's MNIST classifier on the training pool; returns (EMA model, info dict)."""
-    settings = {**CLASSIFIER_TRAINING, **overrides}
-    seed_everything(settings["seed"])
-    device = get_device()
-    train_set, heldout = load_mnist("train"), load_mnist("test")
-    start = time.time()
-    result = train(MNISTClassifier(), classifier_loss, train_set, steps=settings["steps"],
-                   batch_size=settings["batch_size"], lr=settings["lr"], weight_decay=settings["weight_decay"],
-                   warmup_steps=settings["warmup_steps"], ema_decay=settings["ema_decay"], seed=settings["seed"],
-                   checkpoint_path=Path(run_dir) / "state.pt", checkpoint_every=500, device=device,
-                   progress=progress, desc="classifier")
-    classifier = result.ema_model.cpu()
-    accuracy = (predict(classifier, heldout.images) == heldout.labels).float().mean().item()
-    info = {**settings, "steps": result.steps_done,
-            "train_seconds": round(_accumulated_seconds(run_dir, time.time() - start)),
-            "hardware": _hardware(device), "data": train_set.source, "heldout_accuracy": round(accuracy, 5),
-            "script": "scripts/train_classifier.py"}
-    return classifier, info
-
-
-def train_autoencoder(name: str, run_dir: str | Path | None = None, progress: bool = True, **overrides):
-    """Train one of ``AUTOENCODERS`` ("ae2d", "vae2d", "vae") on the training pool; returns (EMA model, info).
-
-    For the spatial "vae" the latent scaling factor is then measured on the training pool
-    and stored in the model (``latent_scale``), as Stable Diffusion did for its 0.18215.
-    """
-    if name not in AUTOENCODERS:
-        raise ValueError(f"unknown autoencoder {name!r}; choose one of {sorted(AUTOENCODERS)}")
-    model_class, config, training = AUTOENCODERS[name]
-    settings = {**training, **overrides}
-    seed_everything(settings["seed"])
-    device = get_device()
-    dataset = load_mnist("train")
-    loss_fn = autoencoder_loss if settings["kl_weight"] is None else vae_loss(settings["kl_weight"])
-    run_dir = Path(run_dir or f"runs/{name}")
-    start = time.time()
-    result = train(model_class(**config), loss_fn, dataset, steps=settings["steps"],
-                   batch_size=settings["batch_size"], lr=settings["lr"], warmup_steps=settings["warmup_steps"],
-                   ema_decay=settings["ema_decay"], seed=settings["seed"], checkpoint_path=run_dir / "state.pt",
-                   checkpoint_every=500, device=device, progress=progress, desc=name)
-    model = result.ema_model.cpu()
-    info = {**settings, "steps": result.steps_done,
-            "train_seconds": round(_accumulated_seconds(run_dir, time.time() - start)),
-            "hardware": _hardware(device), "data": dataset.source,
-            "final_loss_avg100": round(sum(result.losses[-100:]) / len(result.losses[-100:]), 3),
-            "script": f"scripts/train_vae.py --model {name}"}
-    if isinstance(model, ConvVAE):
-        scale = latent_scaling_factor(model, dataset.images, torch.Generator().manual_seed(settings["seed"]))
-        model.latent_scale.fill_(scale)
-        info["scaling_factor"] = round(scale, 5)
-    return model, info
-
-
-def train_clip(run_dir: str | Path = "runs/clip", progress: bool = True, **overrides):
-    """Train the course's CLIP on captioned digits of the training pool; returns (EMA model, info dict).
-
-    The attribute thresholds (per-class terciles) are fitted on the training pool and saved in
-    ``info["thresholds"]``, so captions and attribute checks can be reproduced from the checkpoint.
-    """
-    settings = {**CLIP_TRAINING, **overrides}
-    seed_everything(settings["seed"])
-    device = get_device()
-    dataset = load_mnist("train")
-    thresholds = AttributeThresholds.fit(dataset.images, dataset.labels)
-    codes = attribute_codes(thresholds, dataset.images, dataset.labels)
-    start = time.time()
-    result = train(CLIP(**CLIP_CONFIG), clip_training_loss, (dataset.images, dataset.labels, codes),
-                   steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
-                   weight_decay=settings["weight_decay"], warmup_steps=settings["warmup_steps"],
-                   ema_decay=settings["ema_decay"], seed=settings["seed"], checkpoint_path=Path(run_dir) / "state.pt",
-                   checkpoint_every=250, device=device, progress=progress, desc="CLIP")
-    info = {**settings, "steps": result.steps_done,
-            "train_seconds": round(_accumulated_seconds(run_dir, time.time() - start)),
-            "hardware": _hardware(device), "data": dataset.source,
-            "thresholds": {"low": thresholds.low, "high": thresholds.high},
-            "final_loss_avg100": round(sum(result.losses[-100:]) / len(result.losses[-100:]), 4),
-            "script": "scripts/train_clip.py"}
-    return result.ema_model.cpu(), info
-
-
-def ldm_caption(digit: int, codes: torch.Tensor, generator: torch.Generator) -> str:
-    """A fresh caption from a digit's attribute codes. Unlike CLIP's training, latent diffusion sees every
-    attribute-digit pair (the held-out "thin eight" was chapter 04's experiment), so every prompt is taught."""
-    return caption(digit, words_from_codes(codes), generator, training=False)
-
-
-def train_ldm(run_dir: str | Path = "runs/ldm", progress: bool = True, **overrides):
-    """Train the text-conditioned latent-diffusion UNet; returns (TrainResult, info dict).
-
-    The shipped VAE and CLIP text encoder are loaded and frozen. The training pool is encoded
-    once into latent Gaussians; each step draws latents from them, writes fresh captions (the
-    same generator as CLIP's, with the CLIP's attribute thresholds) and drops 10% of them
-    to the empty text for classifier-free guidance.
-    """
-    from .pipelines import load
-
-    settings = {**LDM_TRAINING, **overrides}
-    seed_everything(settings["seed"])
-    device = get_device()
-    vae, clip = load("vae", device="cpu"), load("clip", device="cpu")
-    dataset = load_mnist("train")
-    codes = attribute_codes(clip.thresholds, dataset.images, dataset.labels)
-    mean, std = encode_latent_distribution(vae, dataset.images)
-    loss_fn = ldm_training_loss(clip.text_encoder.to(device), clip.tokenizer, NoiseSchedule("linear"),
-                                vae.scaling_factor, ldm_caption, settings["uncond_prob"])
-    start = time.time()
-    result = train(UNet(**LDM_UNET_CONFIG), loss_fn, (mean, std, dataset.labels, codes), steps=settings["steps"],
-                   batch_size=settings["batch_size"], lr=settings["lr"], warmup_steps=settings["warmup_steps"],
-                   ema_decay=settings["ema_decay"], seed=settings["seed"], checkpoint_path=Path(run_dir) / "state.pt",
-                   checkpoint_every=250, device=device, progress=progress, desc="latent diffusion")
-    info = {**settings, "steps": result.steps_done,
-            "train_seconds": round(_accumulated_seconds(run_dir, time.time() - start)),
-            "hardware": _hardware(device), "data": dataset.source, "schedule": "linear, T=1000",
-            "vae_scaling_factor": round(vae.scaling_factor, 5),
-            "final_loss_avg100": round(sum(result.losses[-100:]) / len(result.losses[-100:]), 5),
-            "script": "scripts/train_ldm.py"}
-    return result, info

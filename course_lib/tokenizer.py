@@ -58,13 +58,15 @@ class Tokenizer:
     def split(self, text: str) -> list[str]:
         """Lower-case words and punctuation: "The digit 7, written small" -> [the, digit, 7, ",", written, small]."""
         if not isinstance(text, str):
-            raise TypeError(f"expected a string, got {type(text).__name__}")
+            raise TypeError(f"each text (a prompt) must be a string, got {type(text).__name__} {text!r}")
         return re.findall(r"\w+|[^\w\s]", text.lower())
 
     def __call__(self, texts) -> torch.Tensor:
         """texts: a string or a list of strings -> (B, context_length) int64 token ids."""
         if isinstance(texts, str):
             texts = [texts]
+        if not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__} {texts!r}")
         if len(texts) == 0:
             raise ValueError("no texts given: pass a string or a non-empty list of strings")
         rows = []
@@ -79,8 +81,6 @@ class Tokenizer:
             ids = [self.start_id, *ids, self.end_id]
             rows.append(ids + [self.pad_id] * (self.context_length - len(ids)))
         return torch.tensor(rows, dtype=torch.long)
-
-    encode = __call__
 
     def empty(self, n: int = 1) -> torch.Tensor:
         """(n, context_length) ids of the empty text, <start> <end> <pad>...: the "no prompt" of

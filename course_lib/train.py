@@ -8,7 +8,7 @@ the loop does the rest, the same way every time:
 * an **EMA** (exponential moving average) copy of the weights, which samples better
   than the raw weights because it averages out the last steps' noise,
 * a tqdm progress bar with the running loss,
-* checkpoints that can be resumed exactly (weights, EMA, optimizer, step, RNG state),
+* checkpoints that can be resumed exactly (weights, EMA, optimizer, step, both RNG states),
   loaded with ``torch.load(weights_only=True)`` so no code is unpickled.
 """
 
@@ -22,10 +22,8 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .schedule import NoiseSchedule
 
 
 class EMA:
@@ -92,6 +90,7 @@ def train(model: nn.Module, loss_fn, dataset, *, steps: int, batch_size: int = 6
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["lr_scheduler"])
         generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])     # dropout draws from the global generator
         result.losses = state["losses"].tolist()
         result.steps_done = int(state["step"])
 
@@ -118,7 +117,8 @@ def train(model: nn.Module, loss_fn, dataset, *, steps: int, batch_size: int = 6
         if path and (result.steps_done % checkpoint_every == 0 or result.steps_done == steps):
             save_checkpoint(path, model=model.state_dict(), ema=ema.model.state_dict(),
                             optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(),
-                            generator=generator.get_state(), losses=torch.tensor(result.losses),
+                            generator=generator.get_state(), torch_rng=torch.get_rng_state(),
+                            losses=torch.tensor(result.losses),
                             step=result.steps_done)
     model.eval()
     return result
@@ -146,23 +146,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as err:  # noqa: BLE001 -- truncated zip, wrong file, tampered pickle: all the same to a learner
         raise RuntimeError(f"{path} is not a readable training checkpoint ({type(err).__name__}: {err}). "
                            "Delete it to start training afresh.") from err
-
-
-# --- the losses the course's models bring ----------------------------------------
-
-def diffusion_loss(schedule: NoiseSchedule):
-    """The DDPM objective: pick t at random, noise x0 to x_t, predict the noise, MSE.
-
-    Returns ``loss_fn(model, batch, generator)`` for ``train``; batch = (images in [0, 1], labels).
-    """
-    def loss_fn(model, batch, generator):
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        x0 = images * 2 - 1                                          # [0, 1] -> [-1, 1]
-        t = torch.randint(0, schedule.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), noise)
-
-    return loss_fn
 
 
 def lr_warmup_cosine(step: int, warmup: int, total: int) -> float:

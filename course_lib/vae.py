@@ -32,6 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .validate import RANGE_TOLERANCE, batched, check_digits
+
 
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """A sample z = mean + std * eps with eps ~ N(0, I): random, yet differentiable in mean and logvar.
@@ -68,21 +70,8 @@ class DiagonalGaussian:
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         return reparameterize(self.mean, self.logvar, generator)
 
-    def mode(self) -> torch.Tensor:
-        return self.mean
-
     def kl(self) -> torch.Tensor:
         return kl_divergence(self.mean, self.logvar)
-
-
-def _check_images(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"expected digits as a (B, 1, 28, 28) tensor, got {shape}; "
-                         "add a batch dimension with x[None] if you have one image")
-    if x.numel() and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
-        raise ValueError(f"expected pixel values in [0, 1], got [{x.min().item():.2f}, {x.max().item():.2f}]; "
-                         "if they are in [-1, 1], pass (x + 1) / 2")
 
 
 def _mlp(sizes) -> nn.Sequential:
@@ -111,7 +100,7 @@ class AutoEncoder(nn.Module):
         self.decoder = _mlp([latent_dim, *reversed(hidden), 784])
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x)
+        check_digits(x, "x", RANGE_TOLERANCE)
         return self.encoder(x.flatten(1))
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
@@ -135,7 +124,7 @@ class VAE(AutoEncoder):
     encoder_outputs = 2   # mean and logvar side by side
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        _check_images(x)
+        check_digits(x, "x", RANGE_TOLERANCE)
         mean, logvar = self.encoder(x.flatten(1)).chunk(2, dim=1)
         return DiagonalGaussian(mean, logvar)
 
@@ -189,7 +178,7 @@ class ConvVAE(nn.Module):
         return float(self.latent_scale)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        _check_images(x)
+        check_digits(x, "x", RANGE_TOLERANCE)
         mean, logvar = self.encoder(x * 2 - 1).chunk(2, dim=1)
         return DiagonalGaussian(mean, logvar)
 
@@ -235,12 +224,11 @@ def vae_loss(kl_weight: float = 1.0):
 def negative_elbo(model, images: torch.Tensor, generator: torch.Generator | None = None,
                   batch_size: int = 1000) -> float:
     """Mean -ELBO over ``images`` in nats per image (one z sample each; KL weight 1)."""
-    total = 0.0
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size]
+    def per_image(x):
         logits, dist = model(x, generator)
-        total += (reconstruction_nll(logits, x) + dist.kl()).sum().item()
-    return total / len(images)
+        return reconstruction_nll(logits, x) + dist.kl()
+
+    return batched(per_image, images, batch_size).double().mean().item()
 
 
 @torch.no_grad()
@@ -250,8 +238,7 @@ def latent_scaling_factor(vae: ConvVAE, images: torch.Tensor, generator: torch.G
 
     This is how Stable Diffusion's 0.18215 was chosen: measured on data, not derived.
     """
-    latents = torch.cat([vae.encode(images[i:i + batch_size]).sample(generator)
-                         for i in range(0, len(images), batch_size)])
+    latents = batched(lambda x: vae.encode(x).sample(generator), images, batch_size)
     return 1.0 / latents.std().item()
 
 

@@ -18,6 +18,7 @@ import numbers
 import torch
 
 MAX_SEED = 2**63 - 1   # the largest seed torch.Generator.manual_seed takes
+RANGE_TOLERANCE = 1e-3  # how far outside [0, 1] resampled pixels may stray by rounding
 
 
 def check_int(name: str, value, low: int, high: int) -> None:
@@ -32,19 +33,25 @@ def check_float(name: str, value, low: float, high: float) -> None:
         raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
 
 
-def check_digits(images, name: str = "images") -> None:
+def check_digits(images, name: str = "images", tolerance: float = 0.0) -> None:
     """Refuse anything but a batch of digits: a float tensor (B, 1, 28, 28) with values in [0, 1].
 
+    ``tolerance``: how far outside [0, 1] values may stray (``RANGE_TOLERANCE`` where the input comes
+    from interpolation or resampling, which round a little past the ends).
     The message names the argument and shows the usual fixes (a single digit, images in [-1, 1]).
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be digits as a (B, 1, 28, 28) tensor in [0, 1], got {shape}; "
-                         "a single digit x of shape (28, 28) becomes x[None, None]")
+        fix = {(28, 28): "; a single digit x of shape (28, 28) becomes x[None, None]",
+               (1, 28, 28): "; a single digit x of shape (1, 28, 28) becomes x[None]"}.get(shape, "")
+        if isinstance(images, torch.Tensor) and images.ndim == 3 and tuple(images.shape[1:]) == (28, 28) and not fix:
+            fix = "; digits x of shape (B, 28, 28) become x[:, None]"
+        raise ValueError(f"{name} must be digits as a (B, 1, 28, 28) tensor in [0, 1], got {shape}{fix}")
     if not images.is_floating_point():
         raise ValueError(f"{name} must be a float tensor in [0, 1], got dtype {images.dtype}; "
                          "for bytes 0..255 pass x.float() / 255")
-    if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
+    if images.numel() and (not torch.isfinite(images).all() or images.min() < -tolerance
+                           or images.max() > 1 + tolerance):
         low, high = images.min().item(), images.max().item()
         raise ValueError(f"{name} values must be in [0, 1], got [{low:.3g}, {high:.3g}]; "
                          "for digits in [-1, 1] pass (x + 1) / 2")

@@ -17,10 +17,11 @@ from .schedule import NoiseSchedule
 
 
 def show_images(images: torch.Tensor, nrow: int = 8, titles=None, title: str | None = None,
-                scale: float = 1.2):
-    """Show a batch of images in a grid.
+                scale: float = 1.2, row_labels=None):
+    """Show a batch of images in a grid, ``nrow`` images to a row.
 
-    images: (B, 1, H, W) in [0, 1]; values outside are clipped. titles: one string per image.
+    images: (B, 1, H, W) in [0, 1]; values outside are clipped. titles: one string per image
+    (None or "" for no title). row_labels: one string per row, written to the left of it.
     Returns the matplotlib Figure.
     """
     images = _as_batch(images)
@@ -33,8 +34,10 @@ def show_images(images: torch.Tensor, nrow: int = 8, titles=None, title: str | N
         ax.axis("off")
         if i < n:
             ax.imshow(images[i, 0].clamp(0, 1).cpu().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            if titles is not None:
+            if titles is not None and i < len(titles) and titles[i] not in (None, ""):
                 ax.set_title(str(titles[i]), fontsize=8)
+    for row, label in enumerate(row_labels or []):
+        axes[row, 0].text(-0.15, 0.5, label, transform=axes[row, 0].transAxes, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -19,7 +19,7 @@ import urllib.request
 import nbformat
 import pytest
 
-from course_lib import build
+from course_tools import build
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI") == "true":

@@ -1,12 +1,12 @@
-"""course_lib.build: student handouts run and say "Not yet"; nothing a person edited is overwritten."""
+"""course_tools.build: student handouts run and say "Not yet"; nothing a person edited is overwritten."""
 
 import re
 
 import nbformat
 import pytest
 
-from course_lib import build
-from course_lib.build import BuildError, stub_solutions
+from course_tools import build
+from course_tools.build import BuildError, stub_solutions
 
 
 def test_stub_keeps_indentation_and_code_around_it():
@@ -153,7 +153,7 @@ def test_course_map_and_links_between_chapters():
 def test_a_failing_notebook_stops_the_build_naming_notebook_and_cell(tmp_path):
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-    nb = new_notebook(cells=[new_markdown_cell("# 99 · broken"), new_code_cell("import course_lib\nx = 1"),
+    nb = new_notebook(cells=[new_markdown_cell("# 99 · broken"), new_code_cell("from course_lib import friendly\nfriendly.install()\nx = 1"),
                              new_code_cell("y = undefined_name + x")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "99_broken.ipynb"

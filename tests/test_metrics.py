@@ -52,7 +52,7 @@ def test_augment_keeps_digits_recognisable():
 
 
 def test_bench_results_are_found_from_anywhere_and_missing_ones_explained(tmp_path, monkeypatch):
-    from course_lib.metrics import bench_results
+    from course_tools.bench import results as bench_results
 
     monkeypatch.chdir(tmp_path)                 # a student folder, the HTML build folder...
     assert bench_results("ldm")["prompt_accuracy"]["samples"] == 1000

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from course_lib import pipelines
-from course_lib.pipelines import DDPMPipeline
+from course_lib.ddpm import DDPMPipeline
 from course_lib.unet import UNet
 
 

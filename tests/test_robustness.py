@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from course_lib import friendly
 from course_lib.clip import CLIP
 from course_lib.ldm import MAX_GUIDANCE_SCALE, LatentDiffusionPipeline
-from course_lib.pipelines import MAX_SEED, DDPMPipeline, check_float, check_int
+from course_lib.ddpm import DDPMPipeline
+from course_lib.validate import MAX_SEED, check_float, check_int
 from course_lib.tokenizer import SPECIAL_TOKENS, Tokenizer, UnknownWordError
 from course_lib.unet import UNet
 from course_lib.vae import ConvVAE
@@ -67,8 +68,19 @@ def test_any_text_gives_ids_or_a_clear_error(text):
 @FAST
 @given(st.one_of(st.none(), st.integers(), st.floats(), st.lists(st.integers(), max_size=2)))
 def test_non_text_prompt_is_refused_by_name(value):
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises((TypeError, ValueError)) as refused:
         TOKENIZER(value if isinstance(value, list) else [value])
+    message = str(refused.value)
+    if value == []:
+        assert message == "no texts given: pass a string or a non-empty list of strings"
+    else:
+        assert "must be a string" in message and "prompt" in message, message
+        assert type(value[0] if isinstance(value, list) else value).__name__ in message, message
+
+
+def test_a_prompt_that_is_no_list_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"texts must be a string or a list of strings, got int 7"):
+        TOKENIZER(7)
 
 
 # --- argument validation ----------------------------------------------------------------

@@ -5,7 +5,8 @@ import torch
 
 from course_lib import pipelines, pretrained
 from course_lib.captions import HELD_OUT_COMBINATION, attribute_prompt, class_prompt
-from course_lib.clip import attribute_matches, embed_images, linear_probe, retrieval_precision, zero_shot_classify
+from course_lib.captions import attribute_matches
+from course_lib.clip import embed_images, linear_probe, retrieval_precision, zero_shot_classify
 from course_lib.data import load_mnist
 from course_lib.metrics import classifier_features, frechet_distance, load_classifier, predict, real_vs_real_floor
 from course_lib.tokenizer import UnknownWordError

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.train import EMA, diffusion_loss, load_checkpoint, train
+from course_lib.ddpm import diffusion_loss
+from course_lib.train import EMA, load_checkpoint, train
 from course_lib.schedule import NoiseSchedule
 
 
@@ -33,21 +34,61 @@ def test_training_learns_and_is_deterministic():
     assert torch.allclose(a.model.weight, torch.tensor([[1.0, -2.0, 0.5, 3.0]]), atol=0.05)
 
 
-def test_resume_gives_the_same_result_as_one_run(tmp_path):
-    straight = train(fresh_model(), mse_loss, regression_data(), steps=40, batch_size=16, progress=False)
+def test_a_finished_run_is_loaded_not_trained_again(tmp_path):
     ckpt = tmp_path / "state.pt"
-    train(fresh_model(), mse_loss, regression_data(), steps=20, batch_size=16, progress=False,
-          checkpoint_path=ckpt, checkpoint_every=10)
-    # the first run was planned for 20 steps; continue the same schedule to 40 in a fresh process-like start
-    state = load_checkpoint(ckpt)
-    assert state["step"] == 20 and len(state["losses"]) == 20
-    straight20 = train(fresh_model(), mse_loss, regression_data(), steps=20, batch_size=16, progress=False)
-    resumed = train(fresh_model(), mse_loss, regression_data(), steps=20, batch_size=16, progress=False,
-                    checkpoint_path=ckpt)  # already done: loads and returns
-    assert resumed.losses == straight20.losses
-    assert torch.equal(resumed.model.weight, straight20.model.weight)
-    assert torch.equal(resumed.ema_model.weight, straight20.ema_model.weight)
-    assert straight.losses[:20] != []  # (the 40-step run uses another lr schedule, so no equality there)
+    first = train(fresh_model(), mse_loss, regression_data(), steps=20, batch_size=16, progress=False,
+                  checkpoint_path=ckpt, checkpoint_every=10)
+    assert load_checkpoint(ckpt)["step"] == 20
+
+    def must_not_run(model, batch, generator):
+        raise AssertionError("a finished run was trained again")
+
+    again = train(fresh_model(), must_not_run, regression_data(), steps=20, batch_size=16, progress=False,
+                  checkpoint_path=ckpt)
+    assert again.losses == first.losses and again.steps_done == 20
+    assert torch.equal(again.model.weight, first.model.weight)
+    assert torch.equal(again.ema_model.weight, first.ema_model.weight)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _stops_after(calls: int, loss_fn):
+    """``loss_fn`` that raises ``_Interrupt`` on call ``calls + 1``, as Ctrl-C would mid-run."""
+    count = {"n": 0}
+
+    def loss(model, batch, generator):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise _Interrupt
+        return loss_fn(model, batch, generator)
+
+    return loss
+
+
+def test_interrupted_run_with_dropout_resumes_bit_for_bit(tmp_path):
+    """A network with dropout draws from torch's global generator too: resuming must restore it as well."""
+    def dropout_model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 1))
+
+    torch.manual_seed(123)
+    full = train(dropout_model(), mse_loss, regression_data(), steps=30, batch_size=16, progress=False)
+    ckpt = tmp_path / "state.pt"
+    torch.manual_seed(123)
+    with pytest.raises(_Interrupt):
+        train(dropout_model(), _stops_after(22, mse_loss), regression_data(), steps=30, batch_size=16,
+              progress=False, checkpoint_path=ckpt, checkpoint_every=10)
+    assert load_checkpoint(ckpt)["step"] == 20
+    torch.manual_seed(999)                        # a new session: whatever the global generator holds now
+    resumed = train(dropout_model(), mse_loss, regression_data(), steps=30, batch_size=16, progress=False,
+                    checkpoint_path=ckpt)
+    assert resumed.losses == full.losses
+    for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(resumed.ema_model.state_dict().values(), full.ema_model.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_interrupted_run_resumes_exactly(tmp_path):

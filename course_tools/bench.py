@@ -1,4 +1,8 @@
-"""Where benchmark results go: bench/results/<name>.json and .md, and the README between markers."""
+"""Benchmark results: bench/<name>_bench.py writes them, notebooks and the README read them.
+
+    write_results("ldm", result, table)   # bench/results/ldm.json and .md, and the README between markers
+    results("ldm")                        # the stored dict, wherever a notebook runs from
+"""
 
 import json
 from pathlib import Path
@@ -21,3 +25,12 @@ def write_results(name: str, result: dict, table: str, out: Path = ROOT / "bench
         head, rest = text.split(start, 1)
         readme.write_text(head + start + "\n" + table + rest[rest.index(end):])
     return table
+
+
+def results(name: str) -> dict:
+    """The stored results of ``bench/<name>_bench.py`` (bench/results/<name>.json), wherever the caller runs from."""
+    path = ROOT / "bench" / "results" / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: restore it with `git checkout -- bench/results/{name}.json` "
+                                f"or measure it again with `python bench/{name}_bench.py`")
+    return json.loads(path.read_text())

@@ -1,8 +1,8 @@
 """Build the course's artefacts: the executed HTML course and the student handouts.
 
-    python -m course_lib.build course    # run every notebook, write build/course/*.html
-    python -m course_lib.build student   # write build/student/*.ipynb with solutions stubbed
-    python -m course_lib.build map       # the README's course map thumbnails, docs/course_map/NN.png
+    python -m course_tools.build course    # run every notebook, write build/course/*.html
+    python -m course_tools.build student   # write build/student/*.ipynb with solutions stubbed
+    python -m course_tools.build map       # the README's course map thumbnails, docs/course_map/NN.png
 
 (``make course`` and ``make student`` call these.) Solutions in the notebooks
 are marked the way nbgrader marks them::
@@ -31,6 +31,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -142,19 +143,27 @@ def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None) ->
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
-    # A local socket (IPC) rather than TCP: nothing is exposed, and the kernel has no reason to warn about it.
-    km = KernelManager(kernel_name="python3", transport="ipc" if os.name == "posix" else "tcp")
-    client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(cwd or path.parent)}})
-    try:
-        client.execute()
-    except CellExecutionError as err:
-        cell_no = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
-            o.get("output_type") == "error" for o in c.get("outputs", []))), "?")
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()       # no terminal colour codes in the message
-        first = text.splitlines()[-1] if text else type(err).__name__
-        raise BuildError(f"{path.name} failed at cell {cell_no}: {first}") from err
+    with tempfile.TemporaryDirectory(prefix="course-kernel-") as sockets:
+        # Unix sockets (IPC) rather than TCP: nothing is exposed, so the kernel has nothing to warn about.
+        # Their path must be absolute, since the kernel runs in the notebook's folder.
+        km = (KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
+              if os.name == "posix" else KernelManager(kernel_name="python3"))
+        client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(cwd or path.parent)}})
+        try:
+            client.execute()
+        except CellExecutionError as err:
+            raise BuildError(_failure(path, nb, err)) from err
     return nb
+
+
+def _failure(path: Path, nb, err) -> str:
+    """"<notebook> failed at cell <n>: <the error's last line>", without terminal colour codes."""
+    cell_no = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
+        o.get("output_type") == "error" for o in c.get("outputs", []))), "?")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    first = text.splitlines()[-1] if text else type(err).__name__
+    return f"{path.name} failed at cell {cell_no}: {first}"
 
 
 def make_course(out_dir: Path = BUILD / "course", force: bool = False) -> Path:

@@ -1,0 +1,89 @@
+"""DDPM in pixel space (Ho et al. 2020): the training loss and the pipeline that draws digits.
+
+    training:  x0 (B, 1, 28, 28) in [-1, 1], t ~ U{0..T-1}, noise ~ N(0, I)
+               loss = || unet(sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, t) - noise ||^2
+    sampling:  x_T ~ N(0, I) --[ unet + scheduler.step, num_inference_steps ]--> x_0 --> digits in [0, 1]
+
+Its latent-space twin, conditioned on text, is ``course_lib.ldm``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import denormalize
+from .samplers import make_scheduler
+from .schedule import NoiseSchedule
+from .unet import UNet
+from .validate import MAX_SEED, check_int
+
+
+def noise_prediction_loss(model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                          schedule: NoiseSchedule) -> torch.Tensor:
+    """Noise x0 (B, C, H, W) in [-1, 1] to x_t with ``noise``, ask ``model(x_t, t)`` for the noise: the MSE, a scalar."""
+    return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), noise)
+
+
+def diffusion_loss(schedule: NoiseSchedule):
+    """The DDPM objective: pick t at random, noise x0 to x_t, predict the noise, MSE.
+
+    Returns ``loss_fn(model, batch, generator)`` for ``course_lib.train.train``;
+    batch = (images (B, 1, 28, 28) in [0, 1], labels (B,)), or the images alone.
+    """
+    def loss_fn(model, batch, generator):
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x0 = images * 2 - 1                                          # [0, 1] -> [-1, 1]
+        t = torch.randint(0, schedule.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        return noise_prediction_loss(model, x0, t, noise, schedule)
+
+    return loss_fn
+
+
+class DDPMPipeline:
+    """Unconditional digit generation: noise -> UNet + scheduler -> digits in [0, 1].
+
+    ``unet`` predicts the noise in x_t; ``sample_shape`` is one image's (C, H, W).
+    """
+
+    def __init__(self, unet: UNet, sample_shape=(1, 28, 28), num_train_timesteps: int = 1000,
+                 beta_schedule: str = "linear", info: dict | None = None):
+        self.unet = unet.eval()
+        self.sample_shape = tuple(sample_shape)
+        self.num_train_timesteps = num_train_timesteps
+        self.beta_schedule = beta_schedule
+        self.info = info or {}
+
+    @torch.no_grad()
+    def __call__(self, batch_size: int = 16, num_inference_steps: int = 1000, sampler: str = "ddpm",
+                 seed: int = 0, eta: float = 0.0, use_clipped_model_output: bool = True, callback=None,
+                 progress: bool = True) -> torch.Tensor:
+        """Generate ``batch_size`` digits; returns (batch_size, 1, 28, 28) in [0, 1] on the CPU.
+
+        sampler: "ddpm" (ancestral, best with many steps) or "ddim" (deterministic for eta=0,
+        good with 20-100 steps). seed fixes the starting noise and every random step.
+        eta and use_clipped_model_output: see ``DDIMScheduler.step`` (DDIM only).
+        callback(i, t, sample, pred_original_sample) is called after each step, for snapshots.
+        """
+        check_int("batch_size", batch_size, 1, 10_000)
+        check_int("num_inference_steps", num_inference_steps, 1, self.num_train_timesteps)
+        check_int("seed", seed, 0, MAX_SEED)
+        scheduler = make_scheduler(sampler, num_train_timesteps=self.num_train_timesteps,
+                                   beta_schedule=self.beta_schedule)
+        if sampler == "ddpm" and (eta != 0.0 or not use_clipped_model_output):
+            raise ValueError("eta and use_clipped_model_output only apply to sampler='ddim'")
+        scheduler.set_timesteps(num_inference_steps)
+        device = next(self.unet.parameters()).device
+        generator = torch.Generator().manual_seed(seed)
+        sample = torch.randn((batch_size, *self.sample_shape), generator=generator).to(device)
+        extra = {"eta": eta, "use_clipped_model_output": use_clipped_model_output} if sampler == "ddim" else {}
+        for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"{sampler} sampling", disable=not progress,
+                                   leave=False)):
+            noise_pred = self.unet(sample, torch.full((batch_size,), int(t), device=device))
+            out = scheduler.step(noise_pred, int(t), sample, generator=generator, **extra)
+            sample = out.prev_sample
+            if callback is not None:
+                callback(i, int(t), sample, out.pred_original_sample)
+        return denormalize(sample).cpu()

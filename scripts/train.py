@@ -1,0 +1,41 @@
+"""Train a shipped model by its recipe: python scripts/train.py NAME [--steps N] [--device cuda]
+
+NAME is one of classifier, ddpm, ae2d, vae2d, vae, clip, ldm (``course_lib.recipes.RECIPES``).
+It trains on the MNIST training pool (never the held-out digits), exports the EMA weights with
+their provenance (hardware, steps, seconds, settings) to data/checkpoints/NAME.safetensors and
+prints the SHA-256 to pin in course_lib/pretrained.py. Interrupt it any time: run the same
+command again and it resumes from runs/NAME/state.pt. An existing checkpoint is never overwritten.
+
+The LDM needs the shipped VAE and CLIP (train those first if you retrain everything).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from course_lib.pipelines import network
+from course_lib.pretrained import CHECKPOINT_DIR, export_weights
+from course_lib.recipes import RECIPES, train_model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("name", choices=list(RECIPES), help="which shipped model to train")
+    parser.add_argument("--steps", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="resumable state (default runs/NAME)")
+    parser.add_argument("--out", type=Path, default=None, help="default data/checkpoints/NAME.safetensors")
+    args = parser.parse_args(argv)
+    out = args.out or CHECKPOINT_DIR / f"{args.name}.safetensors"
+    if out.exists():
+        parser.error(f"{out} exists; delete it first if you mean to replace it, or pass --out")
+    overrides = {} if args.steps is None else {"steps": args.steps}
+    ready, info = train_model(args.name, args.run_dir, device=args.device, **overrides)
+    model = network(ready)
+    digest = export_weights(model, out, model.config, info)
+    print(json.dumps(info, indent=1))
+    print(f"wrote {out}\nsha256 {digest}")
+
+
+if __name__ == "__main__":
+    main()

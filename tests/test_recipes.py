@@ -1,0 +1,55 @@
+"""course_lib.recipes: one runner for every shipped model, returning what pipelines.load returns."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from course_lib import pipelines, pretrained
+from course_lib.data import load_mnist
+from course_lib.ddpm import DDPMPipeline
+from course_lib.recipes import RECIPES, train_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_shipped_checkpoint_has_a_recipe_and_load_knows_it():
+    assert set(RECIPES) == set(pretrained.CHECKPOINTS) == set(pipelines.MODELS)
+    for name, (_, _, script) in pretrained.CHECKPOINTS.items():
+        assert script == f"scripts/train.py {name}"
+
+
+@pytest.mark.parametrize("name", ["ddpm", "vae"])
+def test_train_model_returns_what_load_returns(tmp_path, name):
+    ready, info = train_model(name, tmp_path / name, device="cpu", progress=False, steps=3, batch_size=8)
+    shipped = pipelines.load(name, device="cpu")
+    assert type(ready) is type(shipped)
+    assert info["steps"] == 3 and info["script"] == f"scripts/train.py {name}" and info["train_seconds"] >= 0
+    assert "device cpu" in info["hardware"] and info["data"] == load_mnist("train").source
+    if isinstance(ready, DDPMPipeline):
+        assert ready(batch_size=2, num_inference_steps=2, sampler="ddim", progress=False).shape == (2, 1, 28, 28)
+    else:                                 # measured after training and stored in the model, as the recipe says
+        assert info["scaling_factor"] > 0 and ready.scaling_factor == pytest.approx(info["scaling_factor"], rel=1e-4)
+    # the same architecture as the shipped one: the shipped weights load into the fresh network
+    pipelines.network(ready).load_state_dict(pipelines.network(shipped).state_dict())
+
+
+def test_unknown_recipe_or_setting_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match=r"no recipe called 'dddpm'; choose one of classifier, ddpm"):
+        train_model("dddpm", tmp_path)
+    with pytest.raises(ValueError, match=r"ddpm's recipe has no setting 'stpes'"):
+        train_model("ddpm", tmp_path, stpes=3)
+
+
+def test_the_training_command_exports_a_checkpoint_that_loads(tmp_path):
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    main = script.main
+
+    out = tmp_path / "classifier.safetensors"
+    main(["classifier", "--steps", "2", "--device", "cpu", "--run-dir", str(tmp_path / "run"), "--out", str(out)])
+    tensors, config, info = pretrained.read_weights(out)
+    assert info["steps"] == 2 and info["script"] == "scripts/train.py classifier" and "heldout_accuracy" in info
+    with pytest.raises(SystemExit):                          # never overwrites a checkpoint
+        main(["classifier", "--steps", "2", "--out", str(out)])
