@@ -62,8 +62,9 @@ class DDPMPipeline:
                  progress: bool = True) -> torch.Tensor:
         """Generate ``batch_size`` digits; returns (batch_size, 1, 28, 28) in [0, 1] on the CPU.
 
-        sampler: "ddpm" (ancestral, best with many steps) or "ddim" (deterministic for eta=0,
-        good with 20-100 steps). seed fixes the starting noise and every random step.
+        sampler: "ddpm" (ancestral, best with many steps), "ddim" (deterministic for eta=0, good with
+        20-100 steps) or "dpmsolver" (DPM-Solver++(2M), second order, for the fewest steps).
+        seed fixes the starting noise and every random step.
         eta and use_clipped_model_output: see ``DDIMScheduler.step`` (DDIM only).
         callback(i, t, sample, pred_original_sample) is called after each step, for snapshots.
         """
@@ -72,7 +73,7 @@ class DDPMPipeline:
         check_int("seed", seed, 0, MAX_SEED)
         scheduler = make_scheduler(sampler, num_train_timesteps=self.num_train_timesteps,
                                    beta_schedule=self.beta_schedule)
-        if sampler == "ddpm" and (eta != 0.0 or not use_clipped_model_output):
+        if sampler != "ddim" and (eta != 0.0 or not use_clipped_model_output):
             raise ValueError("eta and use_clipped_model_output only apply to sampler='ddim'")
         scheduler.set_timesteps(num_inference_steps)
         device = next(self.unet.parameters()).device

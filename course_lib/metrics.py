@@ -1,6 +1,6 @@
 """Honest numbers for generated digits: a small MNIST classifier, classifier-FID, class coverage.
 
-* ``MNISTClassifier`` is trained on the training pool only (scripts/train_classifier.py) and
+* ``MNISTClassifier`` is trained on the training pool only (``python scripts/train.py classifier``) and
   shipped; its held-out accuracy is the first thing its tests check.
 * **Classifier-FID** is the Fréchet distance between two sets of images in the classifier's
   128-dimensional feature space (the idea of FID, with an MNIST network in place of
@@ -9,6 +9,12 @@
   small samples inflate it.
 * ``class_histogram``: the fraction of samples the classifier puts in each class, to see
   whether a model covers all ten digits (mode coverage).
+* ``precision_recall`` (Kynkäänniemi et al. 2019) splits what FID mixes: precision is the share of
+  generated digits that fall inside the real digits' feature manifold (fidelity), recall the share
+  of real digits inside the generated ones' (variety).
+* ``quality_report`` is the course's measuring protocol: 1,000 generated digits per figure against
+  1,000 held-out ones, the floor measured at the same size against the same reference, two seeds
+  reported as a range, class coverage and precision/recall beside the Fréchet distance.
 """
 
 from __future__ import annotations
@@ -126,3 +132,49 @@ def real_vs_real_floor(classifier: nn.Module, pool_images: torch.Tensor, heldout
     features: the best score a generator can expect with that many samples, since FID is biased by sample size."""
     pick = torch.randperm(len(pool_images), generator=torch.Generator().manual_seed(seed))[:num_samples]
     return frechet_distance(classifier_features(classifier, pool_images[pick]), heldout_features)
+
+
+def precision_recall(real_features: torch.Tensor, fake_features: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of (N, D) and (M, D) feature sets.
+
+    Each set's manifold is the union of balls around its points, each reaching the point's k-th
+    nearest neighbour in the same set. Precision: the share of fake points inside the real manifold;
+    recall: the share of real points inside the fake one. Both in [0, 1], higher is better.
+    """
+    def radii(features):
+        distances = torch.cdist(features, features)
+        return distances.kthvalue(k + 1, dim=1).values          # k + 1: each point is its own nearest
+    real, fake = real_features.double(), fake_features.double()
+    between = torch.cdist(fake, real)                            # (M, N)
+    precision = (between <= radii(real)[None, :]).any(1).double().mean().item()
+    recall = (between.T <= radii(fake)[None, :]).any(1).double().mean().item()
+    return precision, recall
+
+
+def quality_report(classifier: MNISTClassifier, generate, heldout_images: torch.Tensor, pool_images: torch.Tensor,
+                   num_samples: int = 1000, seeds=(0, 1)) -> dict:
+    """The course's protocol for one way of generating digits.
+
+    generate(seed, n) -> n digits (n, 1, 28, 28) in [0, 1]. For each seed: ``num_samples`` generated
+    digits against ``num_samples`` held-out digits drawn with that seed (the reference), and the floor:
+    as many training-pool digits against the same reference. Returns per-seed lists under "fd", "floor",
+    "ratio" (fd / floor), "precision", "recall", "min_class_share", "max_class_share", plus "num_samples"
+    and "seeds". Report a figure as the range over seeds, never one seed.
+    """
+    keys = ("fd", "floor", "ratio", "precision", "recall", "min_class_share", "max_class_share")
+    report = {key: [] for key in keys} | {"num_samples": num_samples, "seeds": list(seeds)}
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        reference = classifier_features(classifier, heldout_images[torch.randperm(len(heldout_images), generator=g)
+                                                                   [:num_samples]])
+        real = classifier_features(classifier, pool_images[torch.randperm(len(pool_images), generator=g)
+                                                           [:num_samples]])
+        samples = generate(seed, num_samples)
+        fake = classifier_features(classifier, samples)
+        fd, floor = frechet_distance(fake, reference), frechet_distance(real, reference)
+        precision, recall = precision_recall(reference, fake)
+        shares = class_histogram(classifier, samples)
+        for key, value in zip(keys, (fd, floor, fd / floor, precision, recall, float(shares.min()),
+                                     float(shares.max()))):
+            report[key].append(value)
+    return report

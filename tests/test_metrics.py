@@ -5,7 +5,9 @@ import pytest
 import torch
 from scipy import linalg
 
-from course_lib.metrics import MNISTClassifier, augment, class_histogram, frechet_distance
+from course_lib.data import load_mnist
+from course_lib.metrics import (MNISTClassifier, augment, class_histogram, frechet_distance, load_classifier,
+                                precision_recall, quality_report)
 
 
 def scipy_frechet(a, b):
@@ -58,3 +60,37 @@ def test_bench_results_are_found_from_anywhere_and_missing_ones_explained(tmp_pa
     assert bench_results("ldm")["prompt_accuracy"]["samples"] == 1000
     with pytest.raises(FileNotFoundError, match="bench/nothing_bench.py"):
         bench_results("nothing")
+
+
+def test_precision_recall_separate_fidelity_from_variety():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 8, generator=g)
+    same = torch.randn(400, 8, generator=g)
+    collapsed = real[:1] + 0.01 * torch.randn(400, 8, generator=g)          # faithful, but no variety
+    off = torch.randn(400, 8, generator=g) + 6                               # varied, but nothing like real
+    p_same, r_same = precision_recall(real, same)
+    p_col, r_col = precision_recall(real, collapsed)
+    p_off, r_off = precision_recall(real, off)
+    assert p_same > 0.8 and r_same > 0.8
+    assert p_col > 0.95 and r_col < 0.2
+    assert p_off < 0.05 and r_off < 0.05
+
+
+def test_quality_report_measures_real_digits_at_the_floor_and_static_far_from_it():
+    classifier = load_classifier()
+    heldout, pool = load_mnist("test").images, load_mnist("train").images
+
+    def real_digits(seed, n):                     # a "generator" that returns unseen real digits
+        return pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(100 + seed))[:n]]
+
+    def static(seed, n):
+        return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+    real = quality_report(classifier, real_digits, heldout, pool, num_samples=300, seeds=(0, 1))
+    noise = quality_report(classifier, static, heldout, pool, num_samples=300, seeds=(0, 1))
+    assert real["num_samples"] == 300 and real["seeds"] == [0, 1] and len(real["ratio"]) == 2
+    assert all(0.7 < r < 1.4 for r in real["ratio"]), real["ratio"]
+    assert all(r > 10 for r in noise["ratio"]), noise["ratio"]
+    assert min(real["precision"]) > 0.6 and min(real["recall"]) > 0.6     # k-NN manifolds of 300 points in 128-D
+    assert max(noise["precision"]) < 0.1
+    assert all(0.05 < s for s in real["min_class_share"]) and real["floor"][0] != real["floor"][1]
