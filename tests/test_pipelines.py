@@ -37,7 +37,7 @@ def test_callback_sees_every_step(pipe):
 @pytest.mark.parametrize("kwargs,message", [
     (dict(batch_size=0), "batch_size"), (dict(batch_size=2.0), "batch_size"),
     (dict(num_inference_steps=0), "num_inference_steps"), (dict(num_inference_steps=1001), "num_inference_steps"),
-    (dict(seed=-1), "seed"), (dict(sampler="euler"), "'ddpm' or 'ddim'"),
+    (dict(seed=-1), "seed"), (dict(sampler="euler"), "sampler must be one of 'ddpm', 'ddim', 'dpmsolver', got 'euler'"),
     (dict(sampler="ddim", eta=2.0), "eta"), (dict(sampler="ddpm", eta=0.5), "only apply to sampler=.ddim."),
     (dict(sampler="ddpm", use_clipped_model_output=False), "only apply"),
 ])

@@ -27,7 +27,7 @@ def test_timesteps_are_spaced_like_diffusers():
             s.set_timesteps(bad)
     with pytest.raises(RuntimeError, match="set_timesteps"):
         DDPMScheduler().step(torch.zeros(1, 1, 2, 2), 5, torch.zeros(1, 1, 2, 2))
-    with pytest.raises(ValueError, match="'ddpm' or 'ddim'"):
+    with pytest.raises(ValueError, match="sampler must be one of 'ddpm', 'ddim', 'dpmsolver'"):
         make_scheduler("euler")
 
 
