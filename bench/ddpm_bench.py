@@ -58,6 +58,7 @@ def main():
         n = args.coverage_samples if (sampler, steps, clipped) == ("ddim", 50, True) else args.num_samples
         start = time.perf_counter()
         extra = {} if clipped else {"use_clipped_model_output": False}
+        # One seed per batch (seed + i), so that any batch can be drawn again alone: not a job for validate.batched.
         images = torch.cat([pipe(batch_size=min(args.batch_size, n - i), num_inference_steps=steps,
                                  sampler=sampler, seed=args.seed + i, **extra)
                             for i in range(0, n, args.batch_size)])

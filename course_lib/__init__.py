@@ -27,7 +27,7 @@ walks every import and enforces it), so there is no cycle and no hidden import:
 - ``unet``      -- the noise-predicting U-Net (optionally text-conditioned)
 - ``vae``       -- autoencoder, VAE and the spatial VAE latent diffusion uses
 - ``clip``      -- the contrastive text and image encoders
-- ``samplers``  -- DDPMScheduler and DDIMScheduler (``set_timesteps``, ``step``)
+- ``samplers``  -- DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler (``set_timesteps``, ``step``)
 - ``metrics``   -- the MNIST classifier, classifier-FID, class coverage
 - ``train``     -- the one training loop: EMA, progress, resumable checkpoints
 - ``ddpm``      -- pixel-space DDPM: training loss and ``DDPMPipeline``

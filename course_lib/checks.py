@@ -9,8 +9,8 @@ A solution not written yet (the student version's ``raise NotImplementedError()`
 gets "Not yet" too, so a student notebook runs top to bottom.
 
 Every check has the same shape on purpose (is it a function? run it on fixed inputs, name the
-usual mistakes, then compare with the library): a teaching parallel, one per exercise, that
-``duplicates`` reports as same-shape lines.
+usual mistakes, then compare with the library): a deliberate parallel, one per exercise, that a
+duplicate-code finder reports as lines of the same shape.
 """
 
 from __future__ import annotations
@@ -363,7 +363,7 @@ def check_zero_shot(zero_shot_predict) -> CheckResult:
             got = got.long()
         return _compare(got, expected, "the predicted classes", atol=0)
 
-    return run_check(exercise, attempt, hint, "the same predictions as course_lib.clip.zero_shot_classify.")
+    return run_check(exercise, attempt, hint, "the same rule as course_lib.clip.zero_shot_classify: unit vectors, similarities, argmax.")
 
 
 # --- notebook 05 -----------------------------------------------------------------

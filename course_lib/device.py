@@ -11,6 +11,8 @@ import random
 import numpy as np
 import torch
 
+from .validate import MAX_SEED, check_int
+
 
 def get_device() -> torch.device:
     """The device every notebook uses: $COURSE_DEVICE, else CUDA, else MPS, else CPU."""
@@ -45,8 +47,7 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     Passing that generator explicitly to random functions (``torch.randn(...,
     generator=g)``) keeps a cell's result independent of what ran before it.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be a non-negative integer below 2**63, got {seed!r}")
+    check_int("seed", seed, 0, MAX_SEED)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -1,8 +1,8 @@
 """Friendly errors in the notebooks: a cell run out of order says so.
 
 A learner who jumps to section 5 before running section 3 gets ``NameError: name 'mean' is
-not defined`` and no idea why. Importing ``course_lib`` inside Jupyter adds one sentence to
-that error: which name is missing, that an earlier cell defines it, and how to run the cells
+not defined`` and no idea why. ``friendly.install()``, which every notebook calls with its
+imports, adds one sentence to that error: which name is missing, that an earlier cell defines it, and how to run the cells
 above. Nothing else about error handling changes.
 """
 

@@ -7,7 +7,7 @@
 the same way (seed, device, the training pool, the one training loop, resumable checkpoints in
 ``runs/<name>/``, provenance) and hands the result to ``pipelines.assemble``, so a notebook's
 "train from scratch" switch gets exactly the object ``pipelines.load`` gives. ``scripts/train.py``
-is the command line around it that wrote every shipped checkpoint.
+is the command line around it; it runs the same recipes that made every shipped checkpoint.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ import math
 
 import torch
 
+from .validate import check_int
+
 NUM_TRAIN_TIMESTEPS = 1000
 
 
@@ -158,5 +160,4 @@ class NoiseSchedule:
 
 
 def _check_num_timesteps(n) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"num_train_timesteps must be a positive integer, got {n!r}")
+    check_int("num_train_timesteps", n, 1, 100_000)

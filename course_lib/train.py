@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .validate import check_int
+
 
 
 class EMA:
@@ -69,8 +71,8 @@ def train(model: nn.Module, loss_fn, dataset, *, steps: int, batch_size: int = 6
     ``checkpoint_every`` steps and at the end; an existing checkpoint is resumed when
     ``resume`` is True, and never overwritten by a fresh run otherwise.
     """
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be positive, got steps={steps}, batch_size={batch_size}")
+    check_int("steps", steps, 1, 10**9)
+    check_int("batch_size", batch_size, 1, 10**9)
     device = torch.device(device)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -43,7 +43,7 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
     similar vectors and far-apart t clearly different ones.
     """
     if dim % 2:
-        raise ValueError(f"the embedding dimension must be even, got {dim}")
+        raise ValueError(f"dim, the embedding dimension, must be even, got {dim}")
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half).to(timesteps.device)
     args = timesteps.float()[:, None] * freqs[None]
@@ -199,9 +199,9 @@ class UNet(nn.Module):
     def _check_input(self, sample: torch.Tensor, encoder_hidden_states: torch.Tensor | None) -> None:
         factor = 2 ** (self.num_levels - 1)
         if sample.ndim != 4 or sample.shape[1] != self.in_channels:
-            raise ValueError(f"UNet expects (B, {self.in_channels}, H, W), got {tuple(sample.shape)}")
+            raise ValueError(f"sample must be (B, {self.in_channels}, H, W) for this UNet, got {tuple(sample.shape)}")
         if (sample.shape[2] % factor or sample.shape[3] % factor) and not self.pad_to_multiple:
-            raise ValueError(f"H and W must be divisible by {factor}, got {tuple(sample.shape[2:])} "
+            raise ValueError(f"sample's H and W must be divisible by {factor}, got {tuple(sample.shape[2:])} "
                              "(or build the UNet with pad_to_multiple=True)")
         if self.context_dim is None and encoder_hidden_states is not None:
             raise ValueError("this UNet is unconditional (context_dim=None); it takes no encoder_hidden_states")

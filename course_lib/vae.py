@@ -105,7 +105,7 @@ class AutoEncoder(nn.Module):
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"expected latents of shape (B, {self.latent_dim}), got {tuple(z.shape)}")
+            raise ValueError(f"z must be latents of shape (B, {self.latent_dim}), got {tuple(z.shape)}")
         return self.decoder(z).view(-1, 1, 28, 28)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -184,7 +184,7 @@ class ConvVAE(nn.Module):
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 4 or tuple(z.shape[1:]) != (self.latent_channels, 7, 7):
-            raise ValueError(f"expected latents of shape (B, {self.latent_channels}, 7, 7), got {tuple(z.shape)}")
+            raise ValueError(f"z must be latents of shape (B, {self.latent_channels}, 7, 7), got {tuple(z.shape)}")
         return self.decoder(z)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

@@ -166,8 +166,8 @@ def _failure(path: Path, nb, err) -> str:
     return f"{path.name} failed at cell {cell_no}: {first}"
 
 
-def make_course(out_dir: Path = BUILD / "course", force: bool = False) -> Path:
-    """Execute every chapter and write an HTML page per chapter plus index.html. Returns the index.
+def make_course(out_dir: Path = BUILD / "course", force: bool = False, chapters: list[Path] | None = None) -> Path:
+    """Execute every chapter (or ``chapters``) and write an HTML page per chapter plus index.html. Returns the index.
 
     Prints one line per chapter with the seconds it took. Each page links to the previous and next
     chapter; widgets, which need a running kernel, are shown as their static companion figure;
@@ -175,7 +175,7 @@ def make_course(out_dir: Path = BUILD / "course", force: bool = False) -> Path:
     the index is the course map, one thumbnail and a two-line summary per chapter.
     """
     executed, rows = [], []
-    chapters = course_notebooks()
+    chapters = course_notebooks() if chapters is None else chapters
     for number, path in enumerate(chapters, 1):
         start = time.perf_counter()
         nb = execute_notebook(path)

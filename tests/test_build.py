@@ -190,3 +190,18 @@ def test_course_pages_reference_nothing_remote():
         has_tex = any("$" in build._CODE.sub("", c.source) for c in nbformat.read(path, as_version=4).cells
                       if c.cell_type == "markdown")
         assert ("<math" in page) == has_tex, path.name
+
+
+def test_make_course_prints_one_line_per_notebook_and_no_kernel_warning(tmp_path, capfd):
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    nb = new_notebook(cells=[new_markdown_cell("# 98 · tiny\n\nNoise $x_t$ at step $t$."), new_code_cell("print(6 * 7)")],
+                     metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = tmp_path / "98_tiny.ipynb"
+    nbformat.write(nb, path)
+    index = build.make_course(tmp_path / "site", chapters=[path])
+    out, err = capfd.readouterr()
+    assert re.fullmatch(r"\[1/1\] 98_tiny\.ipynb +ran in +\d+ s\n", out), out
+    assert "WARNING" not in err and "without encryption" not in err, err
+    page = (tmp_path / "site" / "98_tiny.html").read_text()
+    assert index.name == "index.html" and "<math" in page and build.remote_references(page) == []

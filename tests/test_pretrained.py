@@ -15,7 +15,7 @@ def shipped(tmp_path, monkeypatch):
     model = UNet(base_channels=8, channel_mults=(1, 2), attention_levels=(False, True))
     digest = pretrained.export_weights(model, tmp_path / "tiny.safetensors", model.config, {"steps": 3})
     monkeypatch.setattr(pretrained, "CHECKPOINT_DIR", tmp_path)
-    monkeypatch.setitem(pretrained.CHECKPOINTS, "tiny", ("tiny.safetensors", digest, "scripts/train_tiny.py"))
+    monkeypatch.setitem(pretrained.CHECKPOINTS, "tiny", ("tiny.safetensors", digest, "scripts/train.py tiny"))
     return model, tmp_path / "tiny.safetensors"
 
 
@@ -33,7 +33,7 @@ def test_tampered_checkpoint_is_refused_with_a_fix(shipped):
     raw[-1] ^= 0xFF  # flip one byte of one weight
     path.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match=r"tiny.safetensors is damaged.*git checkout -- data/checkpoints/tiny"
-                                              r".*python scripts/train_tiny.py"):
+                                              r".*python scripts/train.py tiny"):
         pretrained.load_model("tiny", UNet)
 
 

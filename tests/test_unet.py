@@ -37,7 +37,7 @@ def test_timestep_embedding():
     assert emb.shape == (4, 32)
     assert torch.allclose(emb[0], torch.cat([torch.ones(16), torch.zeros(16)]))
     assert (emb[1] - emb[0]).norm() < (emb[2] - emb[0]).norm()   # near timesteps, near vectors
-    with pytest.raises(ValueError, match="even"):
+    with pytest.raises(ValueError, match="^dim, the embedding dimension, must be even"):
         timestep_embedding(torch.tensor([1]), 7)
 
 
@@ -62,9 +62,9 @@ def test_unet_shapes_and_time_conditioning():
 def test_unet_starts_by_predicting_zero_and_rejects_bad_shapes():
     model = UNet(base_channels=16)
     assert model(torch.randn(2, 1, 28, 28), 5).abs().max() == 0
-    with pytest.raises(ValueError, match=r"expects \(B, 1, H, W\)"):
+    with pytest.raises(ValueError, match=r"^sample must be \(B, 1, H, W\)"):
         model(torch.randn(2, 3, 28, 28), 5)
-    with pytest.raises(ValueError, match="divisible by 4"):
+    with pytest.raises(ValueError, match="^sample's H and W must be divisible by 4"):
         model(torch.randn(2, 1, 30, 30), 5)
     with pytest.raises(ValueError, match="attention_levels"):
         UNet(channel_mults=(1, 2), attention_levels=(False, False, True))
