@@ -154,6 +154,9 @@ def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None) ->
             client.execute()
         except CellExecutionError as err:
             raise BuildError(_failure(path, nb, err)) from err
+        finally:   # a kernel manager we made is ours to stop: nbclient only stops kernels it made itself
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
     return nb
 
 

@@ -192,8 +192,18 @@ def test_course_pages_reference_nothing_remote():
         assert ("<math" in page) == has_tex, path.name
 
 
-def test_make_course_prints_one_line_per_notebook_and_no_kernel_warning(tmp_path, capfd):
+def test_make_course_prints_one_line_per_notebook_and_no_kernel_warning(tmp_path, capfd, monkeypatch):
+    import jupyter_client.manager
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    started = []
+
+    class RecordingKernelManager(jupyter_client.manager.KernelManager):
+        def start_kernel(self, **kwargs):
+            started.append(self)
+            return super().start_kernel(**kwargs)
+
+    monkeypatch.setattr(jupyter_client.manager, "KernelManager", RecordingKernelManager)
 
     nb = new_notebook(cells=[new_markdown_cell("# 98 · tiny\n\nNoise $x_t$ at step $t$."), new_code_cell("print(6 * 7)")],
                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
@@ -205,3 +215,5 @@ def test_make_course_prints_one_line_per_notebook_and_no_kernel_warning(tmp_path
     assert "WARNING" not in err and "without encryption" not in err, err
     page = (tmp_path / "site" / "98_tiny.html").read_text()
     assert index.name == "index.html" and "<math" in page and build.remote_references(page) == []
+    # every kernel is stopped when its notebook is done (a leftover one warns when the build exits)
+    assert len(started) == 1 and not started[0].is_alive()
