@@ -51,7 +51,7 @@ lab: env
 
 bench: env
 	$(PY) bench/ddpm_bench.py
-	$(PY) bench/sampler_bench.py
+	$(PY) bench/parameterisation_bench.py
 	$(PY) bench/vae_bench.py
 	$(PY) bench/clip_bench.py
 	$(PY) bench/ldm_bench.py

@@ -1,21 +1,19 @@
-"""Benchmark the shipped DDPM: python bench/ddpm_bench.py [--num-samples N]
+"""The shipped DDPM, steps against quality for every sampler, by the course's protocol: python bench/ddpm_bench.py
 
-For DDPM with 1000 steps and DDIM with 100/50/20/10 steps, generate N digits and
-measure on the held-out set, with the shipped classifier:
+For DDPM (ancestral), DDIM and DPM-Solver++(2M) at 1000 / 100 / 50 / 20 / 10 steps (the combinations in
+CONFIGS), ``course_lib.metrics.quality_report``: 1,000 generated digits per seed against 1,000 held-out digits,
+the real-vs-real floor at the same size against the same reference, seeds 0 and 1 reported as a range,
+precision/recall (Kynkäänniemi et al. 2019) and class shares, all in the shipped classifier's feature space.
+Then the sampling time per digit, timed alone on one batch of --timing-batch digits.
 
-* classifier-FID to the held-out digits, next to the real-vs-real floor
-  (N training-pool digits vs the same held-out digits: equal sample sizes, so equal bias);
-* class coverage: the share of samples the classifier puts in each digit class. With 200
-  samples one class's share has a standard error of about 2 points, too coarse for a 7-13%
-  target, so DDIM-50 (the sampler the course recommends) is also counted over
-  --coverage-samples (1,000 by default; its FID still uses the first N, to match the floor);
-* seconds per image on this machine.
-
-Writes bench/results/ddpm.json and bench/results/ddpm.md, and refreshes the table
-between the <!-- bench:ddpm --> markers in README.md.
+Every (row, seed) is stored in bench/results/ddpm.json as soon as it is measured, with the checkpoint's
+SHA-256: an interrupted run resumes where it stopped, and a row is measured again only if the checkpoint
+changed (or with --force). DDPM-1000 alone takes over an hour on two CPU cores. Also writes ddpm.md and
+refreshes the table between the <!-- bench:ddpm --> markers in README.md.
 """
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -24,80 +22,102 @@ import torch
 
 from course_lib import pipelines
 from course_lib.data import load_mnist
-from course_lib.metrics import (class_histogram, classifier_features, frechet_distance, load_classifier,
-                                real_vs_real_floor)
+from course_lib.metrics import load_classifier, quality_report
+from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import ROOT, write_results
+from course_tools.bench import ROOT, sampling, span, write_results
 
-# (sampler, steps, use_clipped_model_output); the last row measures DDIM without that switch.
-CONFIGS = [("ddpm", 1000, True), ("ddim", 100, True), ("ddim", 50, True), ("ddim", 20, True), ("ddim", 10, True),
-           ("ddim", 50, False)]
+# (sampler, steps, use_clipped_model_output); the last row is DDIM without that switch, for comparison.
+# DDPM-1000, the slowest by far, comes last so that the others are measured first.
+CONFIGS = [("ddim", 100, True), ("ddim", 50, True), ("ddim", 20, True), ("ddim", 10, True),
+           ("dpmsolver", 50, True), ("dpmsolver", 20, True), ("dpmsolver", 10, True),
+           ("ddim", 50, False), ("ddpm", 50, True), ("ddpm", 1000, True)]
+SEEDS = (0, 1)
+NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmsolver": "DPM-Solver++(2M)"}
+
+
+def row_name(sampler: str, clipped: bool) -> str:
+    return sampler if clipped else f"{sampler} (raw noise)"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--num-samples", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=200)
-    parser.add_argument("--coverage-samples", type=int, default=1000,
-                        help="DDIM-50 samples counted for the class shares (>= --num-samples)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--timing-batch", type=int, default=100)
+    parser.add_argument("--only", default=None, help="measure only rows of this sampler, e.g. ddim")
+    parser.add_argument("--no-timing", action="store_true",
+                        help="skip the timing passes (while the machine is busy; run again later to time)")
+    parser.add_argument("--force", action="store_true", help="measure every row again")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    if args.coverage_samples < args.num_samples:
-        parser.error(f"--coverage-samples ({args.coverage_samples}) must be at least --num-samples ({args.num_samples})")
-
-    torch.manual_seed(args.seed)
-    pipe = pipelines.load("ddpm", device="cpu")
-    classifier = load_classifier()
-    train, heldout = load_mnist("train"), load_mnist("test")
-    heldout_features = classifier_features(classifier, heldout.images)
-    floor = real_vs_real_floor(classifier, train.images, heldout_features, args.num_samples, seed=args.seed)
-
-    rows = []
+    pipe, classifier = pipelines.load("ddpm", device="cpu"), load_classifier()
+    heldout, pool = load_mnist("test").images, load_mnist("train").images
+    checkpoint_sha = CHECKPOINTS["ddpm"][1]
+    path = args.out / "ddpm.json"
+    stored = json.loads(path.read_text()) if path.exists() and not args.force else {}
+    if stored.get("checkpoint_sha256") != checkpoint_sha or stored.get("num_samples") != args.num_samples:
+        stored = {}
+    done = {(r["sampler"], r["steps"]): r for r in stored.get("rows", [])}
+    result = {"num_samples": args.num_samples, "seeds": list(SEEDS), "checkpoint_sha256": checkpoint_sha,
+              "checkpoint": pipe.info, "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
+              "rows": []}
     for sampler, steps, clipped in CONFIGS:
-        n = args.coverage_samples if (sampler, steps, clipped) == ("ddim", 50, True) else args.num_samples
-        start = time.perf_counter()
-        extra = {} if clipped else {"use_clipped_model_output": False}
-        # One seed per batch (seed + i), so that any batch can be drawn again alone: not a job for validate.batched.
-        images = torch.cat([pipe(batch_size=min(args.batch_size, n - i), num_inference_steps=steps,
-                                 sampler=sampler, seed=args.seed + i, **extra)
-                            for i in range(0, n, args.batch_size)])
-        seconds = time.perf_counter() - start
-        fid = frechet_distance(classifier_features(classifier, images[:args.num_samples]), heldout_features)
-        hist = class_histogram(classifier, images)
-        rows.append({"sampler": sampler if clipped else f"{sampler} (raw noise)", "steps": steps,
-                     "classifier_fid": round(fid, 3), "class_share_samples": n,
-                     "fid_over_floor": round(fid / floor, 3), "class_min": round(float(hist.min()), 4),
-                     "class_max": round(float(hist.max()), 4), "class_shares": [round(float(h), 4) for h in hist],
-                     "seconds_per_image": round(seconds / n, 4)})
-        print(rows[-1])
-
-    pool_shares = torch.bincount(train.labels, minlength=10).double() / len(train)
-    result = {"num_samples": args.num_samples, "heldout": len(heldout), "data": heldout.source,
-              "training_pool_class_shares": [round(float(s), 4) for s in pool_shares],
-              "real_vs_real_floor": round(floor, 3), "rows": rows, "checkpoint": pipe.info,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"}
+        name = row_name(sampler, clipped)
+        row = done.get((name, steps), {"sampler": name, "steps": steps})
+        if args.only in (None, sampler):
+            extra = {} if clipped else {"use_clipped_model_output": False}
+            generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
+            for seed in SEEDS:
+                if seed in row.get("seeds", []):
+                    continue
+                report = quality_report(classifier, generate, heldout, pool, args.num_samples, seeds=(seed,))
+                for key, value in report.items():
+                    row[key] = row.get(key, []) + value if isinstance(value, list) else value
+                print(name, steps, "seed", seed, "FD/floor", round(report["ratio"][0], 3), flush=True)
+                save(result, done, (name, steps), row, path)
+            if "seconds_per_digit" not in row and not args.no_timing:
+                start = time.perf_counter()
+                pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler, seed=0,
+                     progress=False, **extra)
+                row["seconds_per_digit"] = round((time.perf_counter() - start) / args.timing_batch, 4)
+                save(result, done, (name, steps), row, path)
+        if "seeds" in row:
+            result["rows"].append(row)
+    pool_shares = torch.bincount(load_mnist("train").labels, minlength=10).double() / len(pool)
+    result["training_pool_class_shares"] = [round(float(s), 4) for s in pool_shares]
     print(write_results("ddpm", result, markdown_table(result), args.out))
 
 
+def save(result, done, key, row, path):
+    """Store what is measured so far, so that an interrupted run loses at most one seed of one row."""
+    done[key] = row
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**result, "rows": list(done.values())}, indent=1))
+
+
 def markdown_table(result) -> str:
-    info = result["checkpoint"]
-    lines = [f"Classifier-FID to {result['heldout']:,} held-out digits, {result['num_samples']} samples each; "
-             f"real-vs-real floor **{result['real_vs_real_floor']:.2f}**. Sampling on {result['machine']}.", "",
-             "| sampler | steps | classifier-FID | × floor | smallest / largest class share (samples) | s / image |",
-             "|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        name = r["sampler"].replace("ddpm", "DDPM").replace("ddim", "DDIM")
-        lines.append(f"| {name} | {r['steps']} | {r['classifier_fid']:.2f} | {r['fid_over_floor']:.2f} | "
-                     f"{100 * r['class_min']:.1f}% / {100 * r['class_max']:.1f}% ({r['class_share_samples']:,}) | "
-                     f"{r['seconds_per_image']:.3f} |")
+    info, rows = result["checkpoint"], result["rows"]
+    floor = [f for r in rows for f in r["floor"]]
+    lines = [f"Shipped DDPM; {result['num_samples']:,} samples per seed, seeds {result['seeds']}, each against "
+             f"{result['num_samples']:,} held-out digits, ranges over the seeds. Floor: as many training-pool digits "
+             f"against the same reference ({span(floor, '{:.1f}')}). Sampling on {result['machine']}.", "",
+             "| sampler | steps | Fréchet distance / floor | precision | recall | smallest / largest class share "
+             "| s / digit |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = NAMES[r["sampler"].split()[0]] + (" (raw noise)" if "raw" in r["sampler"] else "")
+        seconds = f"{r['seconds_per_digit']:.3f}" if "seconds_per_digit" in r else "–"
+        partial = "" if len(r["seeds"]) == len(result["seeds"]) else f" (seed {r['seeds'][0]} only)"
+        lines.append(f"| {name} | {r['steps']} | {span(r['ratio'])}{partial} | {span(r['precision'])} | "
+                     f"{span(r['recall'])} | {span(r['min_class_share'], '{:.1%}')} / "
+                     f"{span(r['max_class_share'], '{:.1%}')} | {seconds} |")
     pool = result["training_pool_class_shares"]
     lines += ["", "DDIM uses `use_clipped_model_output=True` (the noise recomputed from the clipped x0 guess); "
-              "the last row is DDIM without it, for comparison. Class shares from 200 samples are only indicative "
-              "(one class's share has a standard error of about 2 points); the training pool itself has "
-              f"{100 * min(pool):.1f}% to {100 * max(pool):.1f}% per class.",
+              "the raw-noise row is DDIM without it. The training pool itself has "
+              f"{100 * min(pool):.1f}% to {100 * max(pool):.1f}% of each class. Seconds per digit: one batch of "
+              "100 timed alone.",
               "", f"Checkpoint: {info.get('steps', '?')} training steps, {info.get('train_seconds', '?')} s on "
-              f"{info.get('hardware', '?')}; trained by `{info.get('script', '?')}`."]
+              f"{info.get('hardware', '?')}."]
     return "\n".join(lines) + "\n"
 
 

@@ -2,6 +2,7 @@
 
     training:  x0 (B, 1, 28, 28) in [-1, 1], t ~ U{0..T-1}, noise ~ N(0, I)
                loss = || unet(sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, t) - noise ||^2
+               (or - x0, or - v: ``prediction_type``, see ``course_lib.schedule``)
     sampling:  x_T ~ N(0, I) --[ unet + scheduler.step, num_inference_steps ]--> x_0 --> digits in [0, 1]
 
 Its latent-space twin, conditioned on text, is ``course_lib.ldm``.
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .data import denormalize
 from .samplers import make_scheduler
-from .schedule import NoiseSchedule
+from .schedule import NoiseSchedule, check_prediction_type
 from .unet import UNet
 from .validate import MAX_SEED, check_int
 
@@ -26,8 +27,17 @@ def noise_prediction_loss(model, x0: torch.Tensor, t: torch.Tensor, noise: torch
     return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), noise)
 
 
-def diffusion_loss(schedule: NoiseSchedule):
-    """The DDPM objective: pick t at random, noise x0 to x_t, predict the noise, MSE.
+def prediction_loss(model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule,
+                    prediction_type: str = "epsilon") -> torch.Tensor:
+    """Like ``noise_prediction_loss``, for a network that predicts ``prediction_type`` (noise, x0 or v)."""
+    if prediction_type == "epsilon":
+        return noise_prediction_loss(model, x0, t, noise, schedule)
+    target = schedule.training_target(x0, noise, t, prediction_type)
+    return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), target)
+
+
+def diffusion_loss(schedule: NoiseSchedule, prediction_type: str = "epsilon"):
+    """The DDPM objective: pick t at random, noise x0 to x_t, predict the noise (or x0, or v), MSE.
 
     Returns ``loss_fn(model, batch, generator)`` for ``course_lib.train.train``;
     batch = (images (B, 1, 28, 28) in [0, 1], labels (B,)), or the images alone.
@@ -37,20 +47,24 @@ def diffusion_loss(schedule: NoiseSchedule):
         x0 = images * 2 - 1                                          # [0, 1] -> [-1, 1]
         t = torch.randint(0, schedule.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        return noise_prediction_loss(model, x0, t, noise, schedule)
+        return prediction_loss(model, x0, t, noise, schedule, prediction_type)
 
+    check_prediction_type(prediction_type)
     return loss_fn
 
 
 class DDPMPipeline:
     """Unconditional digit generation: noise -> UNet + scheduler -> digits in [0, 1].
 
-    ``unet`` predicts the noise in x_t; ``sample_shape`` is one image's (C, H, W).
+    ``unet`` predicts the noise in x_t (or x0, or v: ``prediction_type``); ``sample_shape`` is one
+    image's (C, H, W).
     """
 
     def __init__(self, unet: UNet, sample_shape=(1, 28, 28), num_train_timesteps: int = 1000,
-                 beta_schedule: str = "linear", info: dict | None = None):
+                 beta_schedule: str = "linear", prediction_type: str = "epsilon", info: dict | None = None):
+        check_prediction_type(prediction_type)
         self.unet = unet.eval()
+        self.prediction_type = prediction_type
         self.sample_shape = tuple(sample_shape)
         self.num_train_timesteps = num_train_timesteps
         self.beta_schedule = beta_schedule
@@ -72,7 +86,7 @@ class DDPMPipeline:
         check_int("num_inference_steps", num_inference_steps, 1, self.num_train_timesteps)
         check_int("seed", seed, 0, MAX_SEED)
         scheduler = make_scheduler(sampler, num_train_timesteps=self.num_train_timesteps,
-                                   beta_schedule=self.beta_schedule)
+                                   beta_schedule=self.beta_schedule, prediction_type=self.prediction_type)
         if sampler != "ddim" and (eta != 0.0 or not use_clipped_model_output):
             raise ValueError("eta and use_clipped_model_output only apply to sampler='ddim'")
         scheduler.set_timesteps(num_inference_steps)

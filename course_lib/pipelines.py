@@ -61,7 +61,7 @@ def assemble(name: str, model: nn.Module, info: dict, device: torch.device | str
     device = torch.device(device) if device is not None else get_device()
     model = model.to(device).eval()
     if name == "ddpm":
-        return DDPMPipeline(model, info=info)
+        return DDPMPipeline(model, prediction_type=info.get("prediction_type", "epsilon"), info=info)
     if name == "ldm":
         clip = load("clip", device)
         pipe = LatentDiffusionPipeline(model, load("vae", device), clip.text_encoder, clip.tokenizer, info=info)

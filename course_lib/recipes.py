@@ -40,7 +40,8 @@ DDPM_UNET_CONFIG = dict(in_channels=1, out_channels=1, base_channels=16, channel
                         num_res_blocks=1, attention_levels=(False, False, True))
 # lr 1e-3 and a slow EMA: 8000 steps at lr 5e-4 gave good DDPM-1000 samples but a biased
 # noise prediction that deterministic DDIM integrates faithfully (strokes thicken with more steps).
-DDPM_TRAINING = dict(steps=12000, batch_size=64, lr=1e-3, warmup_steps=300, ema_decay=0.9995, seed=0)
+DDPM_TRAINING = dict(steps=12000, batch_size=64, lr=1e-3, warmup_steps=300, ema_decay=0.9995, seed=0,
+                     prediction_type="epsilon")
 # The three autoencoders of notebook 03: name -> (model class, config, training settings).
 # kl_weight None means no KL term (the plain autoencoder).
 AUTOENCODERS = {
@@ -93,7 +94,8 @@ def _pool():
 
 
 def _prepare_ddpm(settings, device):
-    return _pool(), diffusion_loss(NoiseSchedule("linear")), {"schedule": "linear, T=1000"}
+    return (_pool(), diffusion_loss(NoiseSchedule("linear"), settings["prediction_type"]),
+            {"schedule": "linear, T=1000"})
 
 
 def _prepare_classifier(settings, device):

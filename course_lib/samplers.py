@@ -7,9 +7,11 @@
         noise_pred = unet(x, t)
         x = scheduler.step(noise_pred, t, x).prev_sample   # one step towards a digit
 
-Both first turn the predicted noise into a guess of the clean image,
+All first turn the network's output into a guess of the clean image; for a noise prediction
 
     x0_pred = (x_t - sqrt(1 - ab_t) * eps) / sqrt(ab_t),
+
+(``prediction_type="sample"`` and ``"v_prediction"`` networks: see ``schedule.convert_prediction``),
 
 and then differ in how they step to the previous timestep ``t_prev``:
 
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .schedule import NUM_TRAIN_TIMESTEPS, NoiseSchedule
+from .schedule import NUM_TRAIN_TIMESTEPS, NoiseSchedule, check_prediction_type, convert_prediction
 from .validate import check_float, check_int
 
 
@@ -47,7 +49,9 @@ class SchedulerOutput:
 
 class _Scheduler:
     def __init__(self, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_schedule: str = "linear",
-                 clip_sample: bool = True):
+                 clip_sample: bool = True, prediction_type: str = "epsilon"):
+        check_prediction_type(prediction_type)
+        self.prediction_type = prediction_type    # what the network outputs: the noise, x0 or v
         self.schedule = NoiseSchedule(beta_schedule, num_train_timesteps)
         self.num_train_timesteps = num_train_timesteps
         self.alphas_cumprod = self.schedule.alphas_cumprod
@@ -82,10 +86,9 @@ class _Scheduler:
         return ab_t, ab_prev
 
     def _predict_x0(self, model_output, sample, ab_t):
-        if model_output.shape != sample.shape:
-            raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} must match")
-        x0 = (sample - (1 - ab_t) ** 0.5 * model_output) / ab_t ** 0.5
-        return x0.clamp(-1, 1) if self.clip_sample else x0
+        """The (clipped) x0 guess and the noise guess from the network's output."""
+        x0, noise = convert_prediction(model_output, sample, ab_t, self.prediction_type)
+        return (x0.clamp(-1, 1) if self.clip_sample else x0), noise
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_train_timesteps={self.num_train_timesteps}, "
@@ -101,9 +104,10 @@ class DDPMScheduler(_Scheduler):
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: torch.Generator | None = None) -> SchedulerOutput:
-        """model_output: predicted noise, like sample (B, C, H, W); timestep: int from ``timesteps``."""
+        """model_output: the network's prediction (``prediction_type``), like sample (B, C, H, W);
+        timestep: int from ``timesteps``."""
         ab_t, ab_prev = self._alpha_bars(timestep)
-        x0 = self._predict_x0(model_output, sample, ab_t)
+        x0, _ = self._predict_x0(model_output, sample, ab_t)
         alpha = ab_t / ab_prev               # the alpha of this (possibly strided) step
         beta = 1 - alpha
         mean = (ab_prev ** 0.5 * beta / (1 - ab_t)) * x0 + (alpha ** 0.5 * (1 - ab_prev) / (1 - ab_t)) * sample
@@ -118,7 +122,7 @@ class DDIMScheduler(_Scheduler):
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, eta: float = 0.0,
              generator: torch.Generator | None = None, use_clipped_model_output: bool = True) -> SchedulerOutput:
-        """model_output: predicted noise, like sample (B, C, H, W); eta in [0, 1].
+        """model_output: the network's prediction (``prediction_type``), like sample (B, C, H, W); eta in [0, 1].
 
         use_clipped_model_output: after ``clip_sample`` clipped the x0 guess, recompute the noise from
         it, eps = (x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t), so that the x0 and the noise the step combines
@@ -129,11 +133,11 @@ class DDIMScheduler(_Scheduler):
         """
         check_float("eta", eta, 0.0, 1.0)        # 0: deterministic DDIM, 1: as much noise as DDPM
         ab_t, ab_prev = self._alpha_bars(timestep)
-        x0 = self._predict_x0(model_output, sample, ab_t)
+        x0, noise = self._predict_x0(model_output, sample, ab_t)
         if use_clipped_model_output and self.clip_sample:
-            model_output = (sample - ab_t ** 0.5 * x0) / (1 - ab_t) ** 0.5
+            noise = (sample - ab_t ** 0.5 * x0) / (1 - ab_t) ** 0.5
         sigma = eta * ((1 - ab_prev) / (1 - ab_t)) ** 0.5 * (1 - ab_t / ab_prev) ** 0.5
-        direction = max(1 - ab_prev - sigma ** 2, 0.0) ** 0.5 * model_output   # "points towards x_t"
+        direction = max(1 - ab_prev - sigma ** 2, 0.0) ** 0.5 * noise   # "points towards x_t"
         prev = ab_prev ** 0.5 * x0 + direction
         if sigma > 0:
             prev = prev + sigma * _noise_like(sample, generator)
@@ -164,13 +168,14 @@ class DPMSolverMultistepScheduler(_Scheduler):
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: torch.Generator | None = None) -> SchedulerOutput:
-        """model_output: predicted noise, like sample (B, C, H, W); timestep: the next of ``timesteps``.
+        """model_output: the network's prediction (``prediction_type``), like sample (B, C, H, W);
+        timestep: the next of ``timesteps``.
 
         Call it once per timestep, in order: each call uses the x0 guess of the call before.
         (``generator`` is accepted for a common signature; the solver draws no noise.)
         """
         ab_t, ab_prev = self._alpha_bars(timestep)
-        x0 = self._predict_x0(model_output, sample, ab_t)
+        x0, _ = self._predict_x0(model_output, sample, ab_t)
         lambda_t = self._lambda(ab_t)
         if ab_prev >= 1.0:                                    # the last step lands on the clean image
             prev = x0

@@ -9,6 +9,16 @@ Notation follows the DDPM paper (Ho et al., 2020) and Hugging Face ``diffusers``
 One step of the Markov chain:   x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps
 Closed form (any t in one go):   x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps
 
+What a network predicts (``prediction_type``, diffusers' names), with a = sqrt(alpha-bar_t),
+s = sqrt(1 - alpha-bar_t) and x_t = a x_0 + s eps:
+
+    "epsilon"        the noise eps                       (DDPM)
+    "sample"         the clean image x_0
+    "v_prediction"   the velocity v = a eps - s x_0      (Salimans & Ho 2022; most recent models)
+
+Any one of them and x_t give the other two (``convert_prediction``): they differ only in which
+errors the loss weighs most, and so in how a sampler amplifies the network's mistakes.
+
 Indexing: like ``diffusers``, timesteps are the integers 0..T-1 and index the
 arrays directly. Code ``t = 0`` is the paper's first noising step (t = 1) and
 ``t = T-1`` its last (t = T); ``x_0`` is always the clean image.
@@ -23,6 +33,7 @@ import torch
 from .validate import check_int
 
 NUM_TRAIN_TIMESTEPS = 1000
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
 def linear_beta_schedule(num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
@@ -113,6 +124,17 @@ class NoiseSchedule:
         return (self._gather(self.sqrt_alphas_cumprod, t, x0) * x0
                 + self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise)
 
+    def get_velocity(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+        """The velocity v = sqrt(ab_t) noise - sqrt(1 - ab_t) x0 (same shapes as ``q_sample``)."""
+        return self._gather(self.sqrt_alphas_cumprod, t, x0) * noise - self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+
+    def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t, prediction_type: str = "epsilon"):
+        """What a network of ``prediction_type`` should output for x_t = q_sample(x0, t, noise)."""
+        check_prediction_type(prediction_type)
+        if prediction_type == "epsilon":
+            return noise
+        return x0 if prediction_type == "sample" else self.get_velocity(x0, noise, t)
+
     def step_forward(self, x_prev: torch.Tensor, t, noise: torch.Tensor | None = None,
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """One link of the Markov chain: x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) noise."""
@@ -157,6 +179,34 @@ class NoiseSchedule:
                              "pass one timestep per image, or a single int")
         out = values[idx].to(device=like.device, dtype=like.dtype)
         return out.reshape(-1, *([1] * (like.ndim - 1))) if idx.ndim == 1 else out
+
+
+def check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {', '.join(map(repr, PREDICTION_TYPES))}, "
+                         f"got {prediction_type!r}")
+
+
+def convert_prediction(model_output: torch.Tensor, sample: torch.Tensor, alpha_bar, prediction_type: str):
+    """Turn a network's output into (x0 guess, noise guess), both like ``sample`` (x_t, (B, C, H, W)).
+
+    alpha_bar: alpha-bar_t, a float or a tensor broadcastable to ``sample`` (e.g. (B, 1, 1, 1)).
+    With a = sqrt(alpha_bar), s = sqrt(1 - alpha_bar) and x_t = a x0 + s eps:
+        epsilon:       x0 = (x_t - s eps) / a
+        sample:        eps = (x_t - a x0) / s
+        v_prediction:  x0 = a x_t - s v,   eps = s x_t + a v      (a^2 + s^2 = 1)
+    """
+    check_prediction_type(prediction_type)
+    if model_output.shape != sample.shape:
+        raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} must match")
+    alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    a = alpha_bar.sqrt().to(sample.dtype).to(sample.device)
+    s = (1 - alpha_bar).sqrt().to(sample.dtype).to(sample.device)
+    if prediction_type == "epsilon":
+        return (sample - s * model_output) / a, model_output
+    if prediction_type == "sample":
+        return model_output, (sample - a * model_output) / s
+    return a * sample - s * model_output, s * sample + a * model_output
 
 
 def _check_num_timesteps(n) -> None:

@@ -2,6 +2,8 @@
 
     write_results("ldm", result, table)   # bench/results/ldm.json and .md, and the README between markers
     results("ldm")                        # the stored dict, wherever a notebook runs from
+    generate = sampling(pipe, 250, num_inference_steps=20, sampler="ddim")   # for metrics.quality_report
+    span([2.41, 2.53])                    # "2.41-2.53": a figure over seeds, reported as its range
 """
 
 import json
@@ -34,3 +36,20 @@ def results(name: str) -> dict:
         raise FileNotFoundError(f"{path} is missing: restore it with `git checkout -- bench/results/{name}.json` "
                                 f"or measure it again with `python bench/{name}_bench.py`")
     return json.loads(path.read_text())
+
+
+def sampling(pipe, batch_size: int, **kwargs):
+    """generate(seed, n) for ``metrics.quality_report``: n digits from ``pipe(**kwargs)`` in batches, batch i
+    drawn with seed 1000 * seed + i so that any batch can be drawn again alone."""
+    import torch
+
+    def generate(seed: int, n: int):
+        return torch.cat([pipe(batch_size=min(batch_size, n - i), seed=1000 * seed + i, progress=False, **kwargs)
+                          for i in range(0, n, batch_size)])
+    return generate
+
+
+def span(values, fmt: str = "{:.2f}") -> str:
+    """A figure measured over seeds as its range, e.g. "2.41-2.53" (one value if they print the same)."""
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low}-{high}"

@@ -53,3 +53,13 @@ def test_the_training_command_exports_a_checkpoint_that_loads(tmp_path):
     assert info["steps"] == 2 and info["script"] == "scripts/train.py classifier" and "heldout_accuracy" in info
     with pytest.raises(SystemExit):                          # never overwrites a checkpoint
         main(["classifier", "--steps", "2", "--out", str(out)])
+
+
+def test_prediction_type_reaches_the_pipeline_and_the_checkpoint(tmp_path):
+    ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, steps=2, batch_size=4,
+                              prediction_type="v_prediction")
+    assert info["prediction_type"] == "v_prediction" and ready.prediction_type == "v_prediction"
+    # what pipelines.load does with a checkpoint's info: a v-prediction network is sampled as one
+    again = pipelines.assemble("ddpm", pipelines.network(ready), info, "cpu")
+    assert again.prediction_type == "v_prediction"
+    assert pipelines.load("ddpm", device="cpu").prediction_type == "epsilon"   # the shipped one predates the setting

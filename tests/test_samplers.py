@@ -244,3 +244,25 @@ def test_dpm_solver_lands_on_its_guess_and_resets_between_runs():
         out = scheduler.step(model(x, t), t, x)
         x = out.prev_sample
     assert torch.equal(x, out.pred_original_sample)               # the final step returns the x0 guess
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver"])
+def test_every_prediction_type_gives_the_same_step(sampler):
+    """A network that predicts x0 or v carries the same information as one that predicts the noise: fed the
+    matching outputs, each scheduler takes exactly the same step."""
+    schedule = NoiseSchedule("linear")
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 1, 5, 5, generator=g, dtype=torch.float64) * 1.6 - 0.8
+    noise = torch.randn(3, 1, 5, 5, generator=g, dtype=torch.float64)
+    results = {}
+    for prediction_type in ("epsilon", "sample", "v_prediction"):
+        sched = make_scheduler(sampler, prediction_type=prediction_type)
+        sched.set_timesteps(10)
+        x = schedule.q_sample(x0, int(sched.timesteps[0]), noise)
+        for t in sched.timesteps[:3]:        # three steps, so DPM-Solver's second-order update is used too
+            output = schedule.training_target(x0, (x - schedule.sqrt_alphas_cumprod[t] * x0)
+                                              / schedule.sqrt_one_minus_alphas_cumprod[t], int(t), prediction_type)
+            x = sched.step(output, int(t), x, generator=torch.Generator().manual_seed(int(t))).prev_sample
+        results[prediction_type] = x
+    assert torch.allclose(results["sample"], results["epsilon"], atol=1e-9)
+    assert torch.allclose(results["v_prediction"], results["epsilon"], atol=1e-9)

@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from course_lib.data import load_mnist, normalize
-from course_lib.schedule import (NoiseSchedule, cosine_beta_schedule, linear_beta_schedule,
+from course_lib.schedule import (NoiseSchedule, convert_prediction, cosine_beta_schedule, linear_beta_schedule,
                                  make_beta_schedule)
 
 
@@ -143,3 +143,43 @@ def test_bad_arguments_are_explained():
         make_beta_schedule("quadratic")
     with pytest.raises(ValueError, match="^num_train_timesteps must be an integer from 1"):
         linear_beta_schedule(0)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_each_prediction_gives_back_x0_and_the_noise(prediction_type):
+    """The three targets are interchangeable: from the true target and x_t, convert_prediction recovers both
+    x0 and the noise, for every t (including t = 0 and T-1, where one of a, s is tiny)."""
+    schedule = NoiseSchedule("linear")
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(5, 1, 6, 6, generator=g, dtype=torch.float64) * 2 - 1
+    noise = torch.randn(5, 1, 6, 6, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 1, 300, 998, 999])
+    x_t = schedule.q_sample(x0, t, noise)
+    target = schedule.training_target(x0, noise, t, prediction_type)
+    ab = schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
+    x0_back, noise_back = convert_prediction(target, x_t, ab, prediction_type)
+    assert torch.allclose(x0_back, x0, atol=1e-9) and torch.allclose(noise_back, noise, atol=1e-9)
+
+
+def test_velocity_by_hand_and_its_geometry():
+    """v = a eps - s x0; since a^2 + s^2 = 1, (x_t, v) is (x0, eps) turned by the angle phi with a = cos phi:
+    lengths are kept, so |x_t|^2 + |v|^2 = |x0|^2 + |eps|^2."""
+    schedule = NoiseSchedule("cosine")
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64).unbind(0)
+    x0, noise = x0[None], noise[None]
+    t = 400
+    a, s = math.sqrt(schedule.alphas_cumprod[t].item()), math.sqrt(1 - schedule.alphas_cumprod[t].item())
+    v = schedule.get_velocity(x0, noise, t)
+    assert torch.allclose(v, a * noise - s * x0)
+    x_t = schedule.q_sample(x0, t, noise)
+    assert torch.allclose(x_t.square() + v.square(), x0.square() + noise.square())
+
+
+def test_prediction_type_is_checked():
+    schedule = NoiseSchedule()
+    x = torch.zeros(1, 1, 2, 2)
+    with pytest.raises(ValueError, match="prediction_type must be one of 'epsilon', 'sample', 'v_prediction'"):
+        schedule.training_target(x, x, 0, "v")
+    with pytest.raises(ValueError, match="must match"):
+        convert_prediction(torch.zeros(1, 1, 3, 3), x, 0.5, "epsilon")

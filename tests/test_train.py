@@ -155,3 +155,23 @@ def test_diffusion_loss_is_noise_prediction_mse():
     assert loss.item() < 1e-6
     zero = diffusion_loss(schedule)(lambda xt, t: torch.zeros_like(xt), images, torch.Generator().manual_seed(0))
     assert zero.item() == pytest.approx(1.0, abs=0.05)  # predicting nothing costs the noise's variance
+
+
+@pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
+def test_diffusion_loss_for_x0_and_v_networks(prediction_type):
+    """An oracle that knows x0 and outputs the exact x0 (or v) scores ~0; the noise oracle above does not."""
+    schedule = NoiseSchedule()
+    images = torch.rand(8, 1, 28, 28)
+    x0 = images * 2 - 1
+
+    def oracle(xt, t):
+        noise = (xt - schedule.sqrt_alphas_cumprod[t].float().view(-1, 1, 1, 1) * x0) \
+            / schedule.sqrt_one_minus_alphas_cumprod[t].float().view(-1, 1, 1, 1)
+        return schedule.training_target(x0, noise, t, prediction_type)
+
+    loss_fn = diffusion_loss(schedule, prediction_type)
+    assert loss_fn(oracle, images, torch.Generator().manual_seed(0)).item() < 1e-6
+    noise_oracle_loss = diffusion_loss(schedule)(oracle, images, torch.Generator().manual_seed(0))
+    assert noise_oracle_loss.item() > 0.1          # the targets really differ
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        diffusion_loss(schedule, "x0")
