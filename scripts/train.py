@@ -1,4 +1,4 @@
-"""Train a shipped model by its recipe: python scripts/train.py NAME [--steps N] [--device cuda]
+"""Train a shipped model by its recipe: python scripts/train.py NAME [--steps N] [--device cuda] [--set KEY=VALUE]
 
 NAME is one of classifier, ddpm, ae2d, vae2d, vae, clip, ldm (``course_lib.recipes.RECIPES``).
 It trains on the MNIST training pool (never the held-out digits), exports the EMA weights with
@@ -6,6 +6,8 @@ their provenance (hardware, steps, seconds, settings) to data/checkpoints/NAME.s
 prints the SHA-256 to pin in course_lib/pretrained.py. Interrupt it any time: run the same
 command again and it resumes from runs/NAME/state.pt. An existing checkpoint is never overwritten.
 
+--set changes one setting of the recipe (repeat it for more), e.g. on a GPU
+``--set batch_size=512 --set prediction_type=v_prediction``; the settings used are recorded in the checkpoint.
 The LDM needs the shipped VAE and CLIP (train those first if you retrain everything).
 """
 
@@ -25,11 +27,21 @@ def main(argv=None):
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     parser.add_argument("--run-dir", type=Path, default=None, help="resumable state (default runs/NAME)")
     parser.add_argument("--out", type=Path, default=None, help="default data/checkpoints/NAME.safetensors")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe setting, e.g. --set lr=5e-4 (repeatable)")
     args = parser.parse_args(argv)
     out = args.out or CHECKPOINT_DIR / f"{args.name}.safetensors"
     if out.exists():
         parser.error(f"{out} exists; delete it first if you mean to replace it, or pass --out")
     overrides = {} if args.steps is None else {"steps": args.steps}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)      # numbers, true/false, lists
+        except json.JSONDecodeError:
+            overrides[key] = value                  # anything else is a string, e.g. v_prediction
     ready, info = train_model(args.name, args.run_dir, device=args.device, **overrides)
     model = network(ready)
     digest = export_weights(model, out, model.config, info)

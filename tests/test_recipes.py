@@ -63,3 +63,16 @@ def test_prediction_type_reaches_the_pipeline_and_the_checkpoint(tmp_path):
     again = pipelines.assemble("ddpm", pipelines.network(ready), info, "cpu")
     assert again.prediction_type == "v_prediction"
     assert pipelines.load("ddpm", device="cpu").prediction_type == "epsilon"   # the shipped one predates the setting
+
+
+def test_the_training_command_sets_recipe_settings(tmp_path):
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "ddpm.safetensors"
+    script.main(["ddpm", "--steps", "1", "--device", "cpu", "--run-dir", str(tmp_path / "run"), "--out", str(out),
+                 "--set", "prediction_type=v_prediction", "--set", "batch_size=4", "--set", "lr=5e-4"])
+    _, _, info = pretrained.read_weights(out)
+    assert (info["prediction_type"], info["batch_size"], info["lr"]) == ("v_prediction", 4, 5e-4)
+    with pytest.raises(SystemExit):
+        script.main(["ddpm", "--set", "lr", "--out", str(tmp_path / "other.safetensors")])
