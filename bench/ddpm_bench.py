@@ -46,6 +46,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--timing-batch", type=int, default=100)
     parser.add_argument("--only", default=None, help="measure only rows of this sampler, e.g. ddim")
+    parser.add_argument("--max-steps", type=int, default=1000, help="measure only rows with at most this many steps")
     parser.add_argument("--no-timing", action="store_true",
                         help="skip the timing passes (while the machine is busy; run again later to time)")
     parser.add_argument("--force", action="store_true", help="measure every row again")
@@ -65,7 +66,7 @@ def main():
     for sampler, steps, clipped in CONFIGS:
         name = row_name(sampler, clipped)
         row = done.get((name, steps), {"sampler": name, "steps": steps})
-        if args.only in (None, sampler):
+        if args.only in (None, sampler) and steps <= args.max_steps:
             extra = {} if clipped else {"use_clipped_model_output": False}
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
             for seed in SEEDS:
