@@ -14,6 +14,9 @@
   empty text 10% of the time, so one network predicts the noise both with and without the
   prompt. Sampling extrapolates from the unconditional prediction towards the conditional one,
   noise = uncond + guidance_scale * (cond - uncond): above 1 it follows the prompt harder.
+  Two published refinements are arguments of the pipeline: ``guidance_interval`` guides only
+  in a middle range of noise levels (Kynkaanniemi et al. 2024) and ``guidance_rescale`` pulls
+  the guided prediction's scale back to the conditional one's (Lin et al. 2024).
 * **img2img**: encode a digit, noise it to a fraction ``strength`` of the schedule, then denoise
   with the prompt: strength 0 gives the input back, strength 1 ignores it.
 """
@@ -90,6 +93,22 @@ def guided_noise(noise_uncond: torch.Tensor, noise_cond: torch.Tensor, guidance_
     return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
 
+def rescale_noise_cfg(noise_cfg: torch.Tensor, noise_cond: torch.Tensor, guidance_rescale: float) -> torch.Tensor:
+    """CFG rescale (Lin et al. 2024, eq. 15-16; ``diffusers``' name): a large guidance scale inflates the
+    prediction's overall size, so scale each image's guided prediction (B, C, H, W) to the standard deviation of
+    its conditional one, and mix ``guidance_rescale`` (in [0, 1]) of that with the plain guided prediction."""
+    dims = list(range(1, noise_cfg.ndim))
+    rescaled = noise_cfg * (noise_cond.std(dim=dims, keepdim=True) / noise_cfg.std(dim=dims, keepdim=True))
+    return guidance_rescale * rescaled + (1 - guidance_rescale) * noise_cfg
+
+
+def in_guidance_interval(timestep: int, guidance_interval, num_train_timesteps: int) -> bool:
+    """Whether guidance applies at ``timestep``: guidance_interval = (low, high) as fractions of the noise
+    timeline, 0 the clean end and 1 the pure-noise end; (0, 1) guides every step."""
+    low, high = guidance_interval
+    return low <= timestep / (num_train_timesteps - 1) <= high
+
+
 def img2img_timesteps(timesteps: torch.Tensor, strength: float) -> torch.Tensor:
     """The timesteps img2img visits: the last ``int(len(timesteps) * strength)`` of the scheduler's (N,),
     the least noisy ones. Strength 1 runs them all (text-to-image); strength 0 none (the image comes back)."""
@@ -131,7 +150,8 @@ class LatentDiffusionPipeline:
     @torch.no_grad()
     def __call__(self, prompt, num_inference_steps: int = 50, guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
                  seed: int = 0, negative_prompt=None, image: torch.Tensor | None = None, strength: float = 0.8,
-                 num_images_per_prompt: int = 1, eta: float = 0.0, callback=None, progress: bool = False,
+                 num_images_per_prompt: int = 1, eta: float = 0.0, guidance_rescale: float = 0.0,
+                 guidance_interval=(0.0, 1.0), callback=None, progress: bool = False,
                  output_type: str = "image") -> torch.Tensor:
         """Digits for ``prompt``: (B, 1, 28, 28) in [0, 1], B = number of prompts x ``num_images_per_prompt``.
 
@@ -139,17 +159,20 @@ class LatentDiffusionPipeline:
         (replaces the empty text of guidance); one string, or one per prompt.
         image: (B, 1, 28, 28) in [0, 1] for img2img, one per prompt (or one prompt for all images);
         strength in [0, 1]: how much of the schedule to redo (0 = the image back, 1 = ignore it).
-        seed fixes every random number. callback(i, t, latents, pred_original_latents) runs after
-        each step. output_type "latent" returns the (B, 4, 7, 7) latents instead of decoding them.
+        seed fixes every random number. guidance_rescale in [0, 1]: CFG rescale (``rescale_noise_cfg``).
+        guidance_interval (low, high), fractions of the noise timeline (0 clean, 1 pure noise): guide only
+        the steps in it; the others use the conditional prediction alone, one U-Net pass instead of two.
+        callback(i, t, latents, pred_original_latents) runs after each step. output_type "latent" returns the (B, 4, 7, 7) latents instead of decoding them.
         """
         prompts, negatives = self.check_inputs(prompt, num_inference_steps, guidance_scale, seed, negative_prompt,
                                                image, strength, num_images_per_prompt, eta, output_type)
+        check_float("guidance_rescale", guidance_rescale, 0.0, 1.0)
+        guidance_interval = _check_interval(guidance_interval)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         negatives = [p for p in negatives for _ in range(num_images_per_prompt)]
 
         cond = self.encode_prompt(prompts)           # unknown words fail here, before any work
-        do_guidance = guidance_scale != 1.0          # at 1 the unconditional half cancels: skip it
-        context = torch.cat([self.encode_prompt(negatives), cond]) if do_guidance else cond
+        uncond = self.encode_prompt(negatives) if guidance_scale != 1.0 else None
 
         scheduler = self.make_scheduler()
         scheduler.set_timesteps(num_inference_steps)
@@ -159,12 +182,18 @@ class LatentDiffusionPipeline:
                                        None if image is None else image.repeat_interleave(num_images_per_prompt, 0))
 
         for i, t in enumerate(tqdm(timesteps, desc="latent diffusion", disable=not progress, leave=False)):
+            # at guidance_scale 1, or outside the interval, the unconditional half cancels: skip it
+            do_guidance = uncond is not None and in_guidance_interval(int(t), guidance_interval,
+                                                                      self.num_train_timesteps)
             model_input = torch.cat([latents, latents]) if do_guidance else latents
+            context = torch.cat([uncond, cond]) if do_guidance else cond
             t_batch = torch.full((len(model_input),), int(t), device=self.device)
             noise_pred = self.unet(model_input, t_batch, encoder_hidden_states=context)
             if do_guidance:
                 noise_uncond, noise_cond = noise_pred.chunk(2)
                 noise_pred = guided_noise(noise_uncond, noise_cond, guidance_scale)
+                if guidance_rescale > 0:
+                    noise_pred = rescale_noise_cfg(noise_pred, noise_cond, guidance_rescale)
             out = scheduler.step(noise_pred, int(t), latents, eta=eta, generator=generator)
             latents = out.prev_sample
             if callback is not None:
@@ -241,6 +270,18 @@ def word_attention_maps(pipe: LatentDiffusionPipeline, prompt: str, seed: int = 
 
 
 # --- argument checks: a learner's typo gets a sentence, not a traceback ------------
+
+def _check_interval(interval) -> tuple[float, float]:
+    if not isinstance(interval, (tuple, list)) or len(interval) != 2:
+        raise ValueError(f"guidance_interval must be a pair (low, high) of fractions of the noise timeline, e.g. "
+                         f"(0.2, 0.8); got {interval!r}")
+    low, high = interval
+    check_float("guidance_interval low", low, 0.0, 1.0)
+    check_float("guidance_interval high", high, 0.0, 1.0)
+    if low > high:
+        raise ValueError(f"guidance_interval low ({low}) must not exceed high ({high})")
+    return float(low), float(high)
+
 
 def _check_prompts(prompt, name: str) -> list[str]:
     prompts = [prompt] if isinstance(prompt, str) else prompt

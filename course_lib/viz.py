@@ -72,11 +72,11 @@ def draw_noised(ax_img, ax_hist, x0: torch.Tensor, t: int, schedule: NoiseSchedu
     ax_img.set_title(f"t = {t}\nᾱ = {ab:.3f}", fontsize=9)
     ax_img.axis("off")
     grid = np.linspace(-4, 4, 200)
-    ax_hist.hist(xt.flatten().numpy(), bins=40, range=(-4, 4), density=True, color="tab:blue", alpha=0.7)
+    heights, _, _ = ax_hist.hist(xt.flatten().numpy(), bins=40, range=(-4, 4), density=True, color="tab:blue",
+                                 alpha=0.7)
     ax_hist.plot(grid, _normal_pdf(grid), color="black", lw=1)
     ax_hist.set_xlim(-4, 4)
-    ax_hist.set_ylim(0, 1.0)
-    ax_hist.set_yticks([])
+    ax_hist.set_ylim(0, max(0.45, 1.05 * heights.max()))   # the clean digit's spikes are tall: never cut them off
     ax_hist.tick_params(labelsize=7)
 
 

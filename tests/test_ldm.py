@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from course_lib import checks
 from course_lib.attention import MultiHeadAttention, SpatialTransformer, record_attention
 from course_lib.clip import CLIP
-from course_lib.ldm import LatentDiffusionPipeline, guided_noise, ldm_training_loss, word_attention_maps
+from course_lib.ldm import (LatentDiffusionPipeline, guided_noise, ldm_training_loss, rescale_noise_cfg,
+                             word_attention_maps)
 from course_lib.schedule import NoiseSchedule
 from course_lib.tokenizer import UnknownWordError
 from course_lib.unet import UNet
@@ -185,6 +186,36 @@ def test_guidance_scale_one_skips_the_unconditional_half(pipe):
         hook.remove()
 
 
+def test_guidance_interval_guides_only_the_steps_inside_it(pipe):
+    calls, steps = [], []
+    hook = pipe.unet.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+    try:
+        pipe("a seven", num_inference_steps=10, guidance_scale=3.0, guidance_interval=(0.3, 0.7),
+             callback=lambda i, t, *_: steps.append(t))
+    finally:
+        hook.remove()
+    # timesteps 999, 899, ..., 99: fractions 1.0, 0.9, ..., 0.1; guided (two passes) exactly where 0.3 <= t/999 <= 0.7
+    assert calls == [2 if 0.3 <= t / 999 <= 0.7 else 1 for t in steps] and calls.count(2) == 4
+    # the whole timeline is plain guidance; an interval no step falls in is the conditional model alone
+    assert torch.equal(pipe("a seven", num_inference_steps=4, guidance_interval=(0.0, 1.0)),
+                       pipe("a seven", num_inference_steps=4))
+    assert torch.equal(pipe("a seven", num_inference_steps=4, guidance_scale=3.0, guidance_interval=(0.5, 0.6)),
+                       pipe("a seven", num_inference_steps=4, guidance_scale=1.0))
+
+
+def test_cfg_rescale_matches_the_conditional_scale():
+    g = torch.Generator().manual_seed(0)
+    cond, uncond = torch.randn(2, 3, 4, 7, 7, generator=g).unbind(0)
+    cfg = guided_noise(uncond, 0.5 * cond, 7.0)
+    assert torch.equal(rescale_noise_cfg(cfg, cond, 0.0), cfg)
+    full = rescale_noise_cfg(cfg, cond, 1.0)
+    assert torch.allclose(full.std(dim=(1, 2, 3)), cond.std(dim=(1, 2, 3)))        # each image: the cond's std
+    unit = lambda x: x / x.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    assert torch.allclose(unit(full), unit(cfg),
+                          atol=1e-5)                                                 # only the scale changes
+    assert torch.allclose(rescale_noise_cfg(cfg, cond, 0.7), 0.7 * full + 0.3 * cfg)
+
+
 def test_img2img_strength_runs_the_right_share_of_steps(pipe):
     digits = torch.rand(2, 1, 28, 28)
     steps = []
@@ -213,6 +244,10 @@ def test_img2img_strength_runs_the_right_share_of_steps(pipe):
     (dict(prompt=["a seven", "a one"], image=torch.rand(3, 1, 28, 28)), "one per image"),
     (dict(prompt=["a seven", "a one"], negative_prompt=["a one"] * 3), "negative_prompt"),
     (dict(prompt="a seven", output_type="pil"), "output_type"),
+    (dict(prompt="a seven", guidance_rescale=1.5), "guidance_rescale"),
+    (dict(prompt="a seven", guidance_interval=(0.8, 0.2)), "must not exceed"),
+    (dict(prompt="a seven", guidance_interval=0.5), "pair"),
+    (dict(prompt="a seven", guidance_interval=(-0.1, 0.5)), "guidance_interval low"),
 ])
 def test_pipeline_rejects_bad_arguments_with_a_sentence(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
