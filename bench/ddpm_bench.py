@@ -13,7 +13,6 @@ refreshes the table between the <!-- bench:ddpm --> markers in README.md.
 """
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from course_lib.data import load_mnist
 from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import ROOT, sampling, span, write_results
+from course_tools.bench import ROOT, measure_seeds, sampling, save_partial, span, stored_rows, write_results
 
 # (sampler, steps, use_clipped_model_output); the last row is DDIM without that switch, for comparison.
 # DDPM-1000, the slowest by far, comes last so that the others are measured first.
@@ -54,47 +53,34 @@ def main():
     args = parser.parse_args()
     pipe, classifier = pipelines.load("ddpm", device="cpu"), load_classifier()
     heldout, pool = load_mnist("test").images, load_mnist("train").images
-    checkpoint_sha = CHECKPOINTS["ddpm"][1]
-    path = args.out / "ddpm.json"
-    stored = json.loads(path.read_text()) if path.exists() and not args.force else {}
-    if stored.get("checkpoint_sha256") != checkpoint_sha or stored.get("num_samples") != args.num_samples:
-        stored = {}
-    done = {(r["sampler"], r["steps"]): r for r in stored.get("rows", [])}
-    result = {"num_samples": args.num_samples, "seeds": list(SEEDS), "checkpoint_sha256": checkpoint_sha,
-              "checkpoint": pipe.info, "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
-              "rows": []}
+    identity = {"checkpoint_sha256": CHECKPOINTS["ddpm"][1], "num_samples": args.num_samples}
+    done = {} if args.force else stored_rows("ddpm", identity, lambda r: (r["sampler"], r["steps"]), args.out)
+    result = {**identity, "seeds": list(SEEDS), "timing_batch": args.timing_batch, "checkpoint": pipe.info,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads", "rows": []}
+
+    def save():
+        save_partial("ddpm", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
+
     for sampler, steps, clipped in CONFIGS:
         name = row_name(sampler, clipped)
-        row = done.get((name, steps), {"sampler": name, "steps": steps})
+        row = done.setdefault((name, steps), {"sampler": name, "steps": steps})
         if args.only in (None, sampler) and steps <= args.max_steps:
             extra = {} if clipped else {"use_clipped_model_output": False}
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
-            for seed in SEEDS:
-                if seed in row.get("seeds", []):
-                    continue
-                report = quality_report(classifier, generate, heldout, pool, args.num_samples, seeds=(seed,))
-                for key, value in report.items():
-                    row[key] = row.get(key, []) + value if isinstance(value, list) else value
-                print(name, steps, "seed", seed, "FD/floor", round(report["ratio"][0], 3), flush=True)
-                save(result, done, (name, steps), row, path)
+            measure_seeds(row, SEEDS, lambda seed: quality_report(classifier, generate, heldout, pool,
+                                                                  args.num_samples, seeds=(seed,)), save)
             if "seconds_per_digit" not in row and not args.no_timing:
                 start = time.perf_counter()
                 pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler, seed=0,
                      progress=False, **extra)
                 row["seconds_per_digit"] = round((time.perf_counter() - start) / args.timing_batch, 4)
-                save(result, done, (name, steps), row, path)
+                save()
+            print(name, steps, "FD/floor", span(row["ratio"]), flush=True)
         if "seeds" in row:
             result["rows"].append(row)
     pool_shares = torch.bincount(load_mnist("train").labels, minlength=10).double() / len(pool)
     result["training_pool_class_shares"] = [round(float(s), 4) for s in pool_shares]
     print(write_results("ddpm", result, markdown_table(result), args.out))
-
-
-def save(result, done, key, row, path):
-    """Store what is measured so far, so that an interrupted run loses at most one seed of one row."""
-    done[key] = row
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**result, "rows": list(done.values())}, indent=1))
 
 
 def markdown_table(result) -> str:
@@ -116,7 +102,7 @@ def markdown_table(result) -> str:
     lines += ["", "DDIM uses `use_clipped_model_output=True` (the noise recomputed from the clipped x0 guess); "
               "the raw-noise row is DDIM without it. The training pool itself has "
               f"{100 * min(pool):.1f}% to {100 * max(pool):.1f}% of each class. Seconds per digit: one batch of "
-              "100 timed alone.",
+              f"{result['timing_batch']} timed alone.",
               "", f"Checkpoint: {info.get('steps', '?')} training steps, {info.get('train_seconds', '?')} s on "
               f"{info.get('hardware', '?')}."]
     return "\n".join(lines) + "\n"

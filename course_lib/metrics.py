@@ -151,6 +151,25 @@ def precision_recall(real_features: torch.Tensor, fake_features: torch.Tensor, k
     return precision, recall
 
 
+def within_class_spread(fake_features: torch.Tensor, fake_labels: torch.Tensor, real_features: torch.Tensor,
+                        real_labels: torch.Tensor) -> float:
+    """How varied the samples of each class are, relative to real digits of that class: 1.0 = as varied.
+
+    For each class, the total variance (trace of the covariance) of its fake features (M, D) over that of its
+    real features (N, D); the mean over the classes both sets contain (at least two of each). Labels: (M,), (N,)
+    ints, e.g. the prompted digit for generated samples. Below 1, guidance or a collapsed model draws every
+    "seven" alike.
+    """
+    ratios = []
+    for c in torch.unique(real_labels).tolist():
+        fake, real = fake_features[fake_labels == c].double(), real_features[real_labels == c].double()
+        if len(fake) >= 2 and len(real) >= 2:
+            ratios.append(fake.var(0).sum() / real.var(0).sum())
+    if not ratios:
+        raise ValueError("no class has at least two fake and two real samples")
+    return float(torch.stack(ratios).mean())
+
+
 def quality_report(classifier: MNISTClassifier, generate, heldout_images: torch.Tensor, pool_images: torch.Tensor,
                    num_samples: int = 1000, seeds=(0, 1)) -> dict:
     """The course's protocol for one way of generating digits.

@@ -53,3 +53,33 @@ def span(values, fmt: str = "{:.2f}") -> str:
     """A figure measured over seeds as its range, e.g. "2.41-2.53" (one value if they print the same)."""
     low, high = fmt.format(min(values)), fmt.format(max(values))
     return low if low == high else f"{low}-{high}"
+
+
+# --- resumable benches: every (row, seed) is stored as soon as it is measured ----------------------------
+
+def stored_rows(name: str, identity: dict, key, out: Path = ROOT / "bench" / "results") -> dict:
+    """The rows bench ``name`` stored earlier, by ``key(row)``, if its identity (checkpoint hash, protocol) is
+    ``identity``; otherwise none, so that everything is measured again."""
+    path = out / f"{name}.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    if any(stored.get(k) != v for k, v in identity.items()):
+        return {}
+    return {key(row): row for row in stored.get("rows", [])}
+
+
+def measure_seeds(row: dict, seeds, measure, save) -> dict:
+    """Fill ``row`` with ``measure(seed)`` (a dict of one-item lists, like ``metrics.quality_report``) for every
+    seed it lacks, calling ``save()`` after each, so an interrupted run loses at most one seed of one row."""
+    for seed in seeds:
+        if seed in row.get("seeds", []):
+            continue
+        for k, value in measure(seed).items():
+            row[k] = row.get(k, []) + value if isinstance(value, list) else value
+        save()
+    return row
+
+
+def save_partial(name: str, result: dict, out: Path = ROOT / "bench" / "results") -> None:
+    """Write <name>.json only (no table, no README): what a resumable bench has measured so far."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))

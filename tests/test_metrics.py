@@ -94,3 +94,20 @@ def test_quality_report_measures_real_digits_at_the_floor_and_static_far_from_it
     assert min(real["precision"]) > 0.6 and min(real["recall"]) > 0.6     # k-NN manifolds of 300 points in 128-D
     assert max(noise["precision"]) < 0.1
     assert all(0.05 < s for s in real["min_class_share"]) and real["floor"][0] != real["floor"][1]
+
+
+def test_within_class_spread_sees_collapse_and_ignores_class_means():
+    from course_lib.metrics import within_class_spread
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(200)
+    centres = torch.randn(10, 8, generator=g) * 5
+    real = centres[labels] + torch.randn(2000, 8, generator=g)
+    same = centres[labels] + torch.randn(2000, 8, generator=g)
+    narrow = centres[labels] + 0.5 * torch.randn(2000, 8, generator=g)
+    assert within_class_spread(same, labels, real, labels) == pytest.approx(1.0, abs=0.1)
+    assert within_class_spread(narrow, labels, real, labels) == pytest.approx(0.25, abs=0.03)
+    # shifting every class elsewhere changes nothing: spread is about variety within a class
+    assert within_class_spread(same + 3.0, labels, real, labels) == pytest.approx(
+        within_class_spread(same, labels, real, labels))
+    with pytest.raises(ValueError, match="no class"):
+        within_class_spread(same[:1], labels[:1], real, labels)

@@ -1,0 +1,123 @@
+"""Classifier-free guidance and two refinements, measured on the shipped LDM: python bench/guidance_bench.py
+
+For each guidance setting in CONFIGS, per seed (0 and 1), by the course's protocol:
+
+* 1,000 digits, 100 per prompt "a handwritten <digit>", against 1,000 held-out digits: Fréchet distance over the
+  real-vs-real floor at the same size, precision/recall and class shares (``metrics.quality_report``);
+* prompt accuracy: the share the shipped classifier reads as the asked digit;
+* spread: within-class feature variance of the samples over that of real digits of the class
+  (``metrics.within_class_spread``; 1.0 = as varied as real handwriting);
+* thick/thin adherence: 50 digits for each of "a thick <d>" and "a thin <d>", the share on the asked side of
+  the digit's thickness threshold (the CLIP's, the one the training captions used);
+* seconds per digit, sampling only.
+
+The settings: plain CFG at several scales, guidance applied only in a middle interval of noise levels
+(``guidance_interval``, Kynkäänniemi et al. 2024) and CFG rescale (``guidance_rescale``, Lin et al. 2024).
+Each (setting, seed) is stored as soon as it is measured; an interrupted run resumes. Writes
+bench/results/guidance.json and .md.
+"""
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from course_lib import pipelines
+from course_lib.captions import attribute_prompt, class_prompt
+from course_lib.data import load_mnist
+from course_lib.metrics import (classifier_features, load_classifier, predict, quality_report,
+                                within_class_spread)
+from course_lib.pretrained import CHECKPOINTS
+
+from course_tools.bench import ROOT, measure_seeds, save_partial, span, stored_rows, write_results
+
+INTERVAL = (0.1, 0.6)      # fractions of the noise timeline; about sigma in (0.3, 5) (Kynkäänniemi et al.'s EDM2 range)
+CONFIGS = ([("cfg", s, {}) for s in (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)]
+           + [("interval", s, {"guidance_interval": INTERVAL}) for s in (2.0, 3.0, 4.0, 6.0)]
+           + [("rescale 0.7", s, {"guidance_rescale": 0.7}) for s in (3.0, 6.0)])
+SEEDS = (0, 1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-samples", type=int, default=1000, help="per seed, a tenth per digit")
+    parser.add_argument("--attribute-samples", type=int, default=50, help="per word, digit and seed")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    pipe, classifier = pipelines.load("ldm", device="cpu"), load_classifier()
+    heldout, pool = load_mnist("test"), load_mnist("train")
+    per_digit = args.num_samples // 10
+    identity = {"checkpoint_sha256": CHECKPOINTS["ldm"][1], "num_samples": args.num_samples, "steps": args.steps}
+    done = stored_rows("guidance", identity, lambda r: (r["method"], r["guidance_scale"]), args.out)
+    result = {**identity, "seeds": list(SEEDS), "interval": list(INTERVAL), "checkpoint": pipe.info,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads", "rows": []}
+
+    def save():
+        save_partial("guidance", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
+
+    for method, scale, extra in CONFIGS:
+        settings = dict(num_inference_steps=args.steps, guidance_scale=scale, **extra)
+
+        def draw(prompts, n_each, seed):
+            """n_each digits per prompt in batches of about --batch-size; (images, seconds)."""
+            per_call = max(1, args.batch_size // n_each)
+            start = time.perf_counter()
+            images = torch.cat([pipe(prompts[i:i + per_call], num_images_per_prompt=n_each, seed=1000 * seed + i,
+                                     **settings) for i in range(0, len(prompts), per_call)])
+            return images, time.perf_counter() - start
+
+        def measure(seed):
+            asked = torch.arange(10).repeat_interleave(per_digit)
+            drawn = {}
+
+            def generate(seed_, n):
+                drawn["images"], drawn["seconds"] = draw([class_prompt(d) for d in range(10)], n // 10, seed_)
+                return drawn["images"]
+            report = quality_report(classifier, generate, heldout.images, pool.images, args.num_samples, (seed,))
+            images = drawn["images"]
+            reference = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(seed))[:args.num_samples]
+            spread = within_class_spread(classifier_features(classifier, images), asked,
+                                         classifier_features(classifier, heldout.images[reference]),
+                                         heldout.labels[reference])
+            words = [("thick", +1), ("thin", -1)]
+            styled, _ = draw([attribute_prompt(w, d) for w, _ in words for d in range(10)], args.attribute_samples,
+                             seed + 100)
+            digit = torch.arange(10).repeat_interleave(args.attribute_samples).repeat(2)
+            side = torch.tensor([s for _, s in words]).repeat_interleave(10 * args.attribute_samples)
+            measured = pipe.thresholds.sides(styled, digit)[:, 0]            # column 0: thickness
+            return {**report, "accuracy": [(predict(classifier, images) == asked).float().mean().item()],
+                    "spread": [spread], "thickness_adherence": [(measured == side).float().mean().item()],
+                    "seconds_per_digit": [drawn["seconds"] / len(images)]}
+
+        row = done.setdefault((method, scale), {"method": method, "guidance_scale": scale})
+        measure_seeds(row, SEEDS, measure, save)
+        print(method, scale, "FD/floor", span(row["ratio"]), "accuracy", span(row["accuracy"], "{:.3f}"),
+              "spread", span(row["spread"]), flush=True)
+        result["rows"].append(row)
+    print(write_results("guidance", result, markdown_table(result), args.out))
+
+
+def markdown_table(result) -> str:
+    rows = result["rows"]
+    floor = [f for r in rows for f in r["floor"]]
+    low, high = result["interval"]
+    lines = [f"Shipped LDM, {result['steps']} DDIM steps; {result['num_samples']:,} digits per seed (a tenth per "
+             f"\"a handwritten <digit>\"), seeds {result['seeds']}, each against {result['num_samples']:,} held-out "
+             f"digits; ranges over the seeds; floor {span(floor, '{:.1f}')}. Spread: within-class variance of the "
+             "samples over that of real digits (1 = as varied). Interval: guidance only where "
+             f"{low:g} ≤ t / T ≤ {high:g}. On {result['machine']}.", "",
+             "| guidance | scale | FD / floor | prompt accuracy | spread | thick/thin adherence | precision | recall "
+             "| s / digit |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['guidance_scale']:g} | {span(r['ratio'])} | "
+                     f"{span(r['accuracy'], '{:.1%}')} | {span(r['spread'])} | {span(r['thickness_adherence'], '{:.0%}')}"
+                     f" | {span(r['precision'])} | {span(r['recall'])} | {span(r['seconds_per_digit'], '{:.4f}')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
