@@ -6,12 +6,12 @@ noise; --steps each (default 2,000 of 64, a sixth of the shipped model's budget,
 under an hour on two CPU cores), with a faster EMA (--ema-decay 0.995: the recipe's 0.9995 averages over
 2,000 steps, which would still hold a third of the random initial weights after 2,000). Runs are resumable (runs/param-<type>/). Each is then measured by the
 course's protocol (``metrics.quality_report``: 1,000 samples per seed, seeds 0 and 1, floor at the same size)
-with DDIM at 10 and 50 steps. Writes bench/results/parameterisation.json and .md.
+with DDIM at 10 and 50 steps and ancestral DDPM at 50. Each (model, sampler, seed) is stored as soon as it is
+measured, so a run resumes where it stopped. Writes bench/results/parameterisation.json and .md.
 """
 
 import argparse
 import platform
-import time
 from pathlib import Path
 
 import torch
@@ -20,10 +20,10 @@ from course_lib.data import load_mnist
 from course_lib.metrics import load_classifier, quality_report
 from course_lib.recipes import train_model
 
-from course_tools.bench import ROOT, sampling, span, write_results
+from course_tools.bench import ROOT, measure_seeds, sampling, save_partial, span, stored_rows, write_results
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-SAMPLERS = [("ddim", 10), ("ddim", 50)]
+SAMPLERS = [("ddim", 10), ("ddim", 50), ("ddpm", 50)]
 
 
 def main():
@@ -37,22 +37,27 @@ def main():
     args = parser.parse_args()
     classifier = load_classifier()
     heldout, pool = load_mnist("test").images, load_mnist("train").images
-    rows = []
+    identity = {"training_steps": args.steps, "ema_decay": args.ema_decay, "num_samples": args.num_samples}
+    done = stored_rows("parameterisation", identity, lambda r: (r["prediction_type"], r["sampler"], r["steps"]),
+                       args.out)
+    result = {**identity, "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads", "rows": []}
+
+    def save():
+        save_partial("parameterisation", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
+
     for prediction_type in PREDICTION_TYPES:
         pipe, info = train_model("ddpm", args.runs / f"param-{prediction_type}", device="cpu",
-                                 steps=args.steps, ema_decay=args.ema_decay,
-                                 prediction_type=prediction_type)
+                                 steps=args.steps, ema_decay=args.ema_decay, prediction_type=prediction_type)
+        result["batch_size"] = info["batch_size"]
         for sampler, steps in SAMPLERS:
-            start = time.perf_counter()
-            report = quality_report(classifier, sampling(pipe, args.batch_size, num_inference_steps=steps,
-                                                         sampler=sampler),
-                                    heldout, pool, num_samples=args.num_samples, seeds=(0, 1))
-            rows.append({"prediction_type": prediction_type, "sampler": sampler, "steps": steps, **report,
-                         "train_seconds": info["train_seconds"], "final_loss_avg100": info["final_loss_avg100"],
-                         "seconds": round(time.perf_counter() - start, 1)})
-            print(prediction_type, sampler, steps, [round(r, 2) for r in report["ratio"]], flush=True)
-    result = {"training_steps": args.steps, "batch_size": info["batch_size"], "ema_decay": args.ema_decay, "rows": rows,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"}
+            row = done.setdefault((prediction_type, sampler, steps),
+                                  {"prediction_type": prediction_type, "sampler": sampler, "steps": steps})
+            generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler)
+            measure_seeds(row, (0, 1), lambda seed: quality_report(classifier, generate, heldout, pool,
+                                                                   args.num_samples, seeds=(seed,)), save)
+            row.update(train_seconds=info["train_seconds"], final_loss_avg100=info["final_loss_avg100"])
+            result["rows"].append(row)
+            print(prediction_type, sampler, steps, span(row["ratio"]), flush=True)
     print(write_results("parameterisation", result, markdown_table(result), args.out))
 
 
