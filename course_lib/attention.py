@@ -147,19 +147,22 @@ class SpatialTransformer(nn.Module):
 
 
 @contextmanager
-def record_attention(model: nn.Module):
-    """Record every cross-attention map ``model`` computes inside the ``with`` block.
+def record_attention(model: nn.Module, kind: str = "cross"):
+    """Record every cross-attention (or, with ``kind="self"``, self-attention) map ``model`` computes inside the
+    ``with`` block.
 
         with record_attention(unet) as maps:
             unet(latents, t, encoder_hidden_states=text)
         maps["down.0.blocks.1.attn2"]   # list, one (B, heads, H*W, S) tensor per call
 
-    Only cross-attention layers (keys from a context) are recorded.
+    Cross-attention maps are (B, heads, pixels, text tokens), self-attention maps (B, heads, pixels, pixels).
     """
+    if kind not in ("cross", "self"):
+        raise ValueError(f"kind must be 'cross' or 'self', got {kind!r}")
     maps: dict[str, list[torch.Tensor]] = {}
     hooks, layers = [], []
     for name, module in model.named_modules():
-        if isinstance(module, MultiHeadAttention) and module.is_cross_attention:
+        if isinstance(module, MultiHeadAttention) and module.is_cross_attention == (kind == "cross"):
             module.store_weights = True
             layers.append(module)
             hooks.append(module.register_forward_hook(

@@ -249,24 +249,24 @@ def word_attention_maps(pipe: LatentDiffusionPipeline, prompt: str, seed: int = 
                         guidance_scale: float = DEFAULT_GUIDANCE_SCALE):
     """Where each word of ``prompt`` was looked at while drawing one digit.
 
-    Returns (image (1, 1, 28, 28), words: the prompt's tokens with <start> and <end>,
-    maps (len(words), 7, 7)): the cross-attention weight each latent position gave each
-    token, averaged over heads, layers (4 x 4 maps upsampled) and denoising steps.
+    Returns (image (1, 1, 28, 28), words: the prompt's tokens from <start> to <end>, then "<pad>" for all the
+    padding positions together, maps (len(words), 7, 7)): the share of each latent position's cross-attention
+    that went to each token, averaged over heads, layers (4 x 4 maps upsampled) and denoising steps. At every
+    position the shares of all the words add up to 1, so the maps share one scale.
     """
     with record_attention(pipe.unet) as recorded:
         image = pipe(prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed)
     ids = pipe.tokenizer([prompt])[0]
     n_tokens = int(pipe.tokenizer.end_positions(ids[None])[0]) + 1
-    total = torch.zeros(n_tokens, 8, 8)
-    for weights in (w for calls in recorded.values() for w in calls):
-        w = weights[-1].mean(0)[:, :n_tokens]                 # conditional half (last image), mean over heads
+    total, calls = torch.zeros(n_tokens + 1, 8, 8), 0
+    for weights in (w for layer_calls in recorded.values() for w in layer_calls):
+        w = weights[-1].mean(0)                                # conditional half (last image), mean over heads
+        w = torch.cat([w[:, :n_tokens], w[:, n_tokens:].sum(1, keepdim=True)], dim=1)   # all padding as one
         side = math.isqrt(w.shape[0])
-        w = w.T.reshape(n_tokens, 1, side, side)
-        total += F.interpolate(w, size=(8, 8), mode="nearest")[:, 0]
-    maps = total[:, :7, :7]
-    maps = maps / maps.flatten(1).sum(1).clamp(min=1e-12)[:, None, None]
-    words = [pipe.tokenizer.vocabulary[i] for i in ids[:n_tokens].tolist()]
-    return image, words, maps
+        total += F.interpolate(w.T.reshape(n_tokens + 1, 1, side, side), size=(8, 8), mode="nearest")[:, 0]
+        calls += 1
+    words = [pipe.tokenizer.vocabulary[i] for i in ids[:n_tokens].tolist()] + ["<pad>"]
+    return image, words, total[:, :7, :7] / calls
 
 
 # --- argument checks: a learner's typo gets a sentence, not a traceback ------------

@@ -98,6 +98,13 @@ def test_record_attention_captures_every_cross_attention_layer_and_cleans_up():
     shapes = {tuple(w[0].shape) for w in maps.values()}
     assert shapes == {(2, 2, 64, 12), (2, 2, 16, 12)}            # 8x8 and 4x4 positions, 12 tokens
     assert all(not m.store_weights for m in unet.modules() if isinstance(m, MultiHeadAttention))
+    with record_attention(unet, kind="self") as self_maps:
+        unet(torch.randn(2, 4, 7, 7), 5, torch.randn(2, 12, 16))
+    assert not set(self_maps) & set(cross) and {tuple(w[0].shape) for w in self_maps.values()} == {(2, 2, 16, 16)}
+    assert all(torch.allclose(w[0].sum(-1), torch.ones(2, 2, 16)) for w in self_maps.values())
+    with pytest.raises(ValueError, match="kind must be"):
+        with record_attention(unet, kind="both"):
+            pass
 
 
 def test_guided_noise_and_its_check():
@@ -261,6 +268,7 @@ def test_unknown_word_error_suggests_the_right_word(pipe):
 
 def test_word_attention_maps(pipe):
     image, words, maps = word_attention_maps(pipe, "a thick seven", num_inference_steps=3)
-    assert words == ["<start>", "a", "thick", "seven", "<end>"]
-    assert image.shape == (1, 1, 28, 28) and maps.shape == (5, 7, 7)
-    assert torch.allclose(maps.flatten(1).sum(1), torch.ones(5), atol=1e-5) and (maps >= 0).all()
+    assert words == ["<start>", "a", "thick", "seven", "<end>", "<pad>"]
+    assert image.shape == (1, 1, 28, 28) and maps.shape == (6, 7, 7)
+    # at every latent position the shares of all tokens (padding included) add up to 1
+    assert torch.allclose(maps.sum(0), torch.ones(7, 7), atol=1e-5) and (maps >= 0).all()
