@@ -40,8 +40,10 @@ DDPM_UNET_CONFIG = dict(in_channels=1, out_channels=1, base_channels=16, channel
                         num_res_blocks=1, attention_levels=(False, False, True))
 # lr 1e-3 and a slow EMA: 8000 steps at lr 5e-4 gave good DDPM-1000 samples but a biased
 # noise prediction that deterministic DDIM integrates faithfully (strokes thicken with more steps).
+# prediction_type and base_channels (the U-Net's width) are settings too, so that a variant, e.g. on a GPU,
+# is one command: scripts/train.py ddpm --device cuda --set batch_size=512 --set base_channels=32
 DDPM_TRAINING = dict(steps=12000, batch_size=64, lr=1e-3, warmup_steps=300, ema_decay=0.9995, seed=0,
-                     prediction_type="epsilon")
+                     prediction_type="epsilon", base_channels=DDPM_UNET_CONFIG["base_channels"])
 # The three autoencoders of notebook 03: name -> (model class, config, training settings).
 # kl_weight None means no KL term (the plain autoencoder).
 AUTOENCODERS = {
@@ -74,14 +76,14 @@ CLASSIFIER_TRAINING = dict(steps=3000, batch_size=128, lr=2e-3, weight_decay=5e-
 class Recipe:
     """How one shipped model is made.
 
-    network: builds the fresh, untrained network.
+    network(settings): builds the fresh, untrained network (most ignore the settings; the DDPM's width is one).
     training: the settings of ``course_lib.train.train`` (steps, batch_size, lr, warmup_steps, ema_decay,
         seed, optionally weight_decay) and any the loss needs (kl_weight, uncond_prob).
     prepare(settings, device) -> (dataset, loss_fn, info): what ``train`` trains on, and facts to record.
     finish(model, settings) -> info: measured on the trained model (held-out accuracy, a scaling factor).
     """
 
-    network: Callable[[], nn.Module]
+    network: Callable[[dict], nn.Module]
     training: dict
     prepare: Callable
     finish: Callable | None = None
@@ -142,13 +144,14 @@ def _prepare_ldm(settings, device):
 
 
 RECIPES = {
-    "classifier": Recipe(lambda: MNISTClassifier(), CLASSIFIER_TRAINING, _prepare_classifier, _finish_classifier),
-    "ddpm": Recipe(lambda: UNet(**DDPM_UNET_CONFIG), DDPM_TRAINING, _prepare_ddpm),
-    **{name: Recipe(lambda model_class=model_class, config=config: model_class(**config), training,
+    "classifier": Recipe(lambda settings: MNISTClassifier(), CLASSIFIER_TRAINING, _prepare_classifier, _finish_classifier),
+    "ddpm": Recipe(lambda settings: UNet(**{**DDPM_UNET_CONFIG, "base_channels": settings["base_channels"]}),
+                   DDPM_TRAINING, _prepare_ddpm),
+    **{name: Recipe(lambda settings, model_class=model_class, config=config: model_class(**config), training,
                     _prepare_autoencoder, _finish_spatial_vae if model_class is ConvVAE else None)
        for name, (model_class, config, training) in AUTOENCODERS.items()},
-    "clip": Recipe(lambda: CLIP(**CLIP_CONFIG), CLIP_TRAINING, _prepare_clip),
-    "ldm": Recipe(lambda: UNet(**LDM_UNET_CONFIG), LDM_TRAINING, _prepare_ldm),
+    "clip": Recipe(lambda settings: CLIP(**CLIP_CONFIG), CLIP_TRAINING, _prepare_clip),
+    "ldm": Recipe(lambda settings: UNet(**LDM_UNET_CONFIG), LDM_TRAINING, _prepare_ldm),
 }
 TRAIN_ARGUMENTS = ("steps", "batch_size", "lr", "weight_decay", "warmup_steps", "ema_decay", "seed")
 
@@ -174,7 +177,7 @@ def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.d
     run_dir = Path(run_dir or f"runs/{name}")
     dataset, loss_fn, info = recipe.prepare(settings, device)
     start = time.time()
-    result = train(recipe.network(), loss_fn, dataset, **{k: settings[k] for k in TRAIN_ARGUMENTS if k in settings},
+    result = train(recipe.network(settings), loss_fn, dataset, **{k: settings[k] for k in TRAIN_ARGUMENTS if k in settings},
                    checkpoint_path=run_dir / "state.pt", checkpoint_every=250, device=device,
                    progress=progress, desc=name)
     model = result.ema_model

@@ -76,3 +76,9 @@ def test_the_training_command_sets_recipe_settings(tmp_path):
     assert (info["prediction_type"], info["batch_size"], info["lr"]) == ("v_prediction", 4, 5e-4)
     with pytest.raises(SystemExit):
         script.main(["ddpm", "--set", "lr", "--out", str(tmp_path / "other.safetensors")])
+
+
+def test_ddpm_width_is_a_setting(tmp_path):
+    ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, steps=1, batch_size=2, base_channels=8)
+    assert ready.unet.config["base_channels"] == 8 and info["base_channels"] == 8
+    assert sum(p.numel() for p in ready.unet.parameters()) < sum(p.numel() for p in pipelines.load("ddpm", "cpu").unet.parameters()) / 3
