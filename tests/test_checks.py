@@ -3,6 +3,7 @@
 import math
 
 import torch
+import torch.nn.functional as F
 
 from course_lib import checks
 
@@ -136,3 +137,81 @@ def test_zero_shot_check_catches_the_usual_mistakes():
     for wrong, words in [(unnormalised, "normalise"), (matrix, "similarity matrix"), (wrong_dim, "dim=1")]:
         result = checks.check_zero_shot(wrong)
         assert not result and words in result.message, result.message
+
+
+# --- every correct answer passes, in any precision ---------------------------------------------------------
+# Correct answers written in float64 (or returning Python numbers), and a float32 cosine schedule: the checks
+# compare in double precision, with tolerances that follow the answer's precision.
+
+
+def f64_q_sample(x0, t, noise, ac):
+    ab = ac.double()[t].view(-1, 1, 1, 1)
+    return ab.sqrt() * x0.double() + (1 - ab).sqrt() * noise.double()
+
+
+def f64_cosine_betas(T, s=0.008):
+    steps = torch.arange(T + 1, dtype=torch.float32) / T
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    ab = f / f[0]
+    return (1 - ab[1:] / ab[:-1]).clamp(max=0.999)
+
+
+def f64_loss(model, x0, t, noise, ac):
+    ab = ac.double()[t].view(-1, 1, 1, 1)
+    xt = ab.sqrt() * x0.double() + (1 - ab).sqrt() * noise.double()
+    return ((model(xt.float(), t).double() - noise.double()) ** 2).mean()
+
+
+def f64_ddpm_step(noise_pred, t, x_t, z, alphas, ac, pv):
+    a, ab = alphas.double()[t], ac.double()[t]
+    mean = (x_t.double() - (1 - a) / (1 - ab).sqrt() * noise_pred.double()) / a.sqrt()
+    return mean if t == 0 else mean + pv.double()[t].sqrt() * z.double()
+
+
+def f64_kl(mean, logvar):
+    return 0.5 * (mean.double() ** 2 + logvar.double().exp() - 1 - logvar.double()).sum(1)
+
+
+def f64_rep(mean, logvar, eps):
+    return mean.double() + torch.exp(0.5 * logvar.double()) * eps.double()
+
+
+def f64_clip_loss(logits):
+    t, l = torch.arange(len(logits)), logits.double()
+    return float((F.cross_entropy(l, t) + F.cross_entropy(l.T, t)) / 2)
+
+
+def f64_zs(i, t):
+    return (F.normalize(i.double(), dim=-1) @ F.normalize(t.double(), dim=-1).T).argmax(1)
+
+
+def f64_ca(it, tt, Wq, Wk, Wv):
+    q, k, v = it.double() @ Wq.double(), tt.double() @ Wk.double(), tt.double() @ Wv.double()
+    return (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-1) @ v
+
+
+def f64_guided(u, c, s):
+    return u.double() + s * (c.double() - u.double())
+
+
+def test_correct_answers_in_float64_or_as_numbers_pass():
+    answers = {"q_sample": f64_q_sample, "cosine_schedule": f64_cosine_betas, "training_loss": f64_loss,
+               "ddpm_step": f64_ddpm_step, "kl_divergence": f64_kl, "reparameterize": f64_rep,
+               "contrastive_loss": f64_clip_loss, "zero_shot": f64_zs, "cross_attention": f64_ca,
+               "classifier_free_guidance": f64_guided}
+    for name, answer in answers.items():
+        result = getattr(checks, "check_" + name)(answer)
+        assert result, f"{name}: {result.message}"
+
+
+def test_the_posterior_mean_form_of_a_ddpm_step_passes_in_float32():
+    def posterior_step(noise_pred, t, x_t, z, alphas, ac, pv):      # what DDPMScheduler computes
+        ab, ab_prev = ac[t], (ac[t - 1] if t > 0 else torch.tensor(1.0))
+        x0 = (x_t - (1 - ab).sqrt() * noise_pred) / ab.sqrt()
+        mean = ab_prev.sqrt() * (1 - alphas[t]) / (1 - ab) * x0 + alphas[t].sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+        return mean if t == 0 else mean + pv[t].sqrt() * z
+    assert checks.check_ddpm_step(posterior_step)
+    # ... while a real mistake in float64 is still caught: alpha-bar where alpha belongs
+    def wrong(noise_pred, t, x_t, z, alphas, ac, pv):
+        return f64_ddpm_step(noise_pred, t, x_t, z, ac, ac, pv)
+    assert not checks.check_ddpm_step(wrong)
