@@ -79,7 +79,8 @@ def test_instructor_notebook_passes_every_check(chapter):
         shown = "".join(o.get("data", {}).get("text/plain", "") + o.get("data", {}).get("text/html", "")
                         for o in cell.outputs)
         assert "Correct!" in shown and "Not yet" not in shown, cell.source[:80]
-        assert cell.source.startswith("# NBVAL_CHECK_OUTPUT")      # so nbval compares it on every run
+        assert "nbval-check-output" in cell.metadata.get("tags", [])  # so nbval compares it on every run
+        assert "NBVAL" not in cell.source                          # and the student sees no test marker
 
 
 def test_student_readme_lists_the_exercises_without_answers(student_dir):
