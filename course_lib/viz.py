@@ -77,6 +77,7 @@ def draw_noised(ax_img, ax_hist, x0: torch.Tensor, t: int, schedule: NoiseSchedu
     ax_hist.plot(grid, _normal_pdf(grid), color="black", lw=1)
     ax_hist.set_xlim(-4, 4)
     ax_hist.set_ylim(0, max(0.45, 1.05 * heights.max()))   # the clean digit's spikes are tall: never cut them off
+    ax_hist.set_xlabel("pixel value", fontsize=7)
     ax_hist.tick_params(labelsize=7)
 
 
@@ -92,7 +93,7 @@ def noise_strip(x0: torch.Tensor, schedule: NoiseSchedule, timesteps=(0, 50, 100
                              gridspec_kw={"height_ratios": [1.4, 1]})
     for col, t in enumerate(timesteps):
         draw_noised(axes[0, col], axes[1, col], x0, int(t), schedule, noise)
-    axes[1, 0].set_ylabel("pixels\nvs N(0,1)", fontsize=8)
+    axes[1, 0].set_ylabel("density\n(black: N(0, 1))", fontsize=8)
     fig.tight_layout()
     return fig
 
