@@ -47,6 +47,8 @@ def main():
     parser.add_argument("--max-steps", type=int, default=1000, help="measure only rows with at most this many steps")
     parser.add_argument("--no-timing", action="store_true",
                         help="skip the timing passes (while the machine is busy; run again later to time)")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="measure no new seeds, only time the rows that have no timing yet")
     parser.add_argument("--force", action="store_true", help="measure every row again")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
@@ -66,7 +68,7 @@ def main():
         if args.only in (None, sampler) and steps <= args.max_steps:
             extra = {} if clipped else {"use_clipped_model_output": False}
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
-            measure_seeds(row, SEEDS, lambda seed: quality_report(classifier, generate, heldout, pool,
+            measure_seeds(row, () if args.timing_only else SEEDS, lambda seed: quality_report(classifier, generate, heldout, pool,
                                                                   args.num_samples, seeds=(seed,)), save)
             if "seconds_per_digit" not in row and not args.no_timing:
                 start = time.perf_counter()
@@ -74,7 +76,8 @@ def main():
                      progress=False, **extra)
                 row["seconds_per_digit"] = round((time.perf_counter() - start) / args.timing_batch, 4)
                 save()
-            print(name, steps, "FD/floor", span(row["ratio"]), flush=True)
+            if "ratio" in row:
+                print(name, steps, "FD/floor", span(row["ratio"]), flush=True)
         if "seeds" in row:
             result["rows"].append(row)
     pool_shares = torch.bincount(load_mnist("train").labels, minlength=10).double() / len(pool)
