@@ -55,6 +55,7 @@ bench: env
 	$(PY) bench/vae_bench.py
 	$(PY) bench/clip_bench.py
 	$(PY) bench/ldm_bench.py
+	$(PY) bench/guidance_bench.py
 
 clean:
 	rm -rf build
