@@ -30,9 +30,7 @@ def noise_prediction_loss(model, x0: torch.Tensor, t: torch.Tensor, noise: torch
 def prediction_loss(model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule,
                     prediction_type: str = "epsilon") -> torch.Tensor:
     """Like ``noise_prediction_loss``, for a network that predicts ``prediction_type`` (noise, x0 or v)."""
-    if prediction_type == "epsilon":
-        return noise_prediction_loss(model, x0, t, noise, schedule)
-    target = schedule.training_target(x0, noise, t, prediction_type)
+    target = schedule.training_target(x0, noise, t, prediction_type)    # the noise itself for "epsilon"
     return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), target)
 
 
