@@ -10,7 +10,7 @@ walks every import and enforces it), so there is no cycle and no hidden import:
     6  recipes                                        how each shipped model is trained
        viz  checks  environment  friendly             for the notebooks, beside the stack
     5  pipelines                                      load(name): the shipped models, ready to use
-    4  ddpm  ldm                                      the two diffusion systems: loss and pipeline
+    4  ddpm  flow  ldm                                the generative systems: loss and pipeline
     3  unet  vae  clip  samplers  metrics  train      networks, schedulers, judges, the loop
     2  attention  tokenizer  pretrained               building blocks
     1  device  data  schedule  captions               digits, noise, words
@@ -31,6 +31,7 @@ walks every import and enforces it), so there is no cycle and no hidden import:
 - ``metrics``   -- the MNIST classifier, classifier-FID, class coverage
 - ``train``     -- the one training loop: EMA, progress, resumable checkpoints
 - ``ddpm``      -- pixel-space DDPM: training loss and ``DDPMPipeline``
+- ``flow``      -- flow matching: straight paths, velocity loss, Euler/Heun schedulers, ``FlowMatchingPipeline``
 - ``ldm``       -- latent diffusion: training loss, guidance, ``LatentDiffusionPipeline``
 - ``pipelines`` -- ``load(name)``: one public way to use each shipped model
 - ``recipes``   -- ``train_model(name)``: how each shipped model is made (``scripts/train.py``)

@@ -1,4 +1,4 @@
-"""Self-checking exercises: a friendly pass/fail with a hint, never a bare traceback.
+"""Self-checking exercises: a friendly pass/fail with a hint that gives away a little more each time.
 
 Each ``check_*`` function takes the learner's function, runs it on inputs
 where the library's answer is known, and returns a ``CheckResult``. Shown as a
@@ -6,7 +6,13 @@ cell's last value, it renders as a green "Correct!" or an orange "Not yet"
 box. ``bool(result)`` tells whether the check passed, for tests.
 
 A solution not written yet (the student version's ``raise NotImplementedError()``)
-gets "Not yet" too, so a student notebook runs top to bottom.
+gets "Not yet" too, with the task restated, so a student notebook runs top to bottom.
+
+Feedback escalates (a ``Guide`` per exercise): the first "Not yet" gives a conceptual nudge, each
+further one a more specific hint (the idea, then the formula in mathematics), never code;
+``checks.hint("name")`` asks for the next hint without re-running, ``checks.solution("name")``
+prints code. The learner's function gets copies of its inputs, and an exception inside the
+checker is reported as the checker's, never as the learner's mistake.
 
 Every check has the same shape on purpose (is it a function? run it on fixed inputs, name the
 usual mistakes, then compare with the library): a deliberate parallel, one per exercise, that a
@@ -29,8 +35,26 @@ from .schedule import NoiseSchedule, cosine_beta_schedule
 from .vae import kl_divergence
 from .vae import reparameterize as library_reparameterize
 
-NOT_WRITTEN = ("your function still raises NotImplementedError: replace "
-               "`raise NotImplementedError()` with your code, run that cell, then this one again.")
+NOT_WRITTEN = "your function still raises NotImplementedError: replace `raise NotImplementedError()` with your code."
+
+
+@dataclass(frozen=True)
+class Guide:
+    """What a learner is told, in order of how much it gives away.
+
+    task: the signature, shapes, dtypes and return type (shown with the untouched stub).
+    hints: escalating, one more per failed check: a conceptual nudge, then the idea, then the formula in
+        mathematics; never code.
+    solution: code, shown only when asked for (``solution(exercise)``) or in the instructor's notebook.
+    """
+
+    task: str
+    hints: tuple[str, ...]
+    solution: str
+
+
+GUIDES: dict[str, Guide] = {}       # exercise name -> its guide, filled as each check runs
+_not_yet: dict[str, int] = {}       # exercise name -> how many "Not yet"s (and hints) it has had
 
 
 @dataclass
@@ -59,20 +83,77 @@ class CheckResult:
                 f"<b>{label}</b> {html.escape(self.exercise)}: {html.escape(self.message)}{hint}</div>")
 
 
-def run_check(exercise: str, attempt, hint: str, success: str) -> CheckResult:
+class _StudentError(Exception):
+    """An exception raised inside the learner's function (as opposed to inside the checker)."""
+
+
+def _student(fn):
+    """The learner's function, wrapped: it gets copies of tensor inputs (an answer that works in place cannot
+    change what the checker compares with) and its exceptions are marked as the learner's."""
+    if not callable(fn):
+        return fn                     # _callable_problem explains
+
+    def call(*args, **kwargs):
+        copy = lambda a: a.clone() if isinstance(a, torch.Tensor) else a    # noqa: E731
+        try:
+            return fn(*map(copy, args), **{k: copy(v) for k, v in kwargs.items()})
+        except Exception as err:  # noqa: BLE001 -- any failure of the learner's code is reported as theirs
+            raise _StudentError(err) from err
+
+    return call
+
+
+def _next_hint(exercise: str, guide: Guide) -> str:
+    """The next hint of the ladder (the last one again once all are given)."""
+    level = _not_yet.get(exercise, 0)
+    _not_yet[exercise] = level + 1
+    hint = guide.hints[min(level, len(guide.hints) - 1)]
+    if level + 1 >= len(guide.hints):
+        hint += f' (That is the last hint; checks.solution("{exercise}") shows code.)'
+    return hint
+
+
+def run_check(exercise: str, attempt, guide: Guide, success: str) -> CheckResult:
     """Run ``attempt()``, which returns None when all is well or a string saying what is wrong.
 
-    Any exception from the learner's code becomes a "Not yet" with its type and message.
+    The untouched stub gets the task and the first hint; each further "Not yet" the next, more specific hint.
+    An exception from the learner's code becomes a "Not yet" with its type and message; one from the checker
+    itself is reported as the checker's fault.
     """
+    GUIDES[exercise] = guide
     try:
         problem = attempt()
-    except NotImplementedError:
-        return CheckResult(exercise, False, NOT_WRITTEN, hint)
-    except Exception as err:  # noqa: BLE001 -- the learner's code may fail in any way; explain, don't crash
-        return CheckResult(exercise, False, f"your code raised {type(err).__name__}: {err}", hint)
+    except _StudentError as wrapped:
+        err = wrapped.__cause__
+        if isinstance(err, NotImplementedError):
+            return CheckResult(exercise, False, f"{NOT_WRITTEN} The task: {guide.task}", _next_hint(exercise, guide))
+        return CheckResult(exercise, False, f"your code raised {type(err).__name__}: {err}",
+                           _next_hint(exercise, guide))
+    except Exception as err:  # noqa: BLE001 -- a bug in this module must not be blamed on the learner
+        return CheckResult(exercise, False, f"the checker itself failed ({type(err).__name__}: {err}). This is a "
+                           "bug in course_lib.checks, not a mistake in your answer; please report it.")
     if problem:
-        return CheckResult(exercise, False, problem, hint)
+        return CheckResult(exercise, False, problem, _next_hint(exercise, guide))
+    _not_yet.pop(exercise, None)
     return CheckResult(exercise, True, success)
+
+
+def _known(exercise: str) -> Guide:
+    if exercise not in GUIDES:
+        known = ", ".join(map(repr, GUIDES)) or "none yet"
+        raise ValueError(f"no exercise {exercise!r} has been checked in this session (checked so far: {known}); "
+                         "run its check cell first, then ask again")
+    return GUIDES[exercise]
+
+
+def hint(exercise: str) -> None:
+    """Print the next hint for ``exercise`` (its name as the check prints it), without running the check again."""
+    print(_next_hint(exercise, _known(exercise)))
+
+
+def solution(exercise: str) -> None:
+    """Print code that solves ``exercise``. Try the hints first: the point is to write it yourself."""
+    print(_known(exercise).solution)
 
 
 def _callable_problem(fn, example: str) -> str | None:
@@ -128,8 +209,18 @@ def check_q_sample(q_sample) -> CheckResult:
     x0, noise: (B, 1, 28, 28); t: (B,) int64; alphas_cumprod: (T,).
     """
     exercise = "q_sample"
-    hint = ("x_t = sqrt(alphas_cumprod[t]) * x0 + sqrt(1 - alphas_cumprod[t]) * noise; "
-            "reshape alphas_cumprod[t] to (B, 1, 1, 1) so that each image gets its own timestep.")
+    q_sample = _student(q_sample)
+    guide = Guide(
+        task=("q_sample(x0, t, noise, alphas_cumprod) returns x_t, a tensor shaped like x0 (B, 1, 28, 28); "
+              "t is a (B,) int64 tensor, one timestep per image; alphas_cumprod is the (T,) tensor of alpha-bars."),
+        hints=("Jumping straight to step t needs two numbers per image: how much of the clean image survives "
+               "at t, and how much noise has joined it.",
+               "alphas_cumprod[t] is the share of the *variance* that is still signal, so the amplitudes are "
+               "its square root and the square root of what is left. Each image has its own t: its factor must "
+               "broadcast over its (1, 28, 28) pixels.",
+               "x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε, where ᾱ_t = alphas_cumprod[t] takes the shape (B, 1, 1, 1)."),
+        solution=("ab = alphas_cumprod[t].view(-1, 1, 1, 1)\n"
+                  "return ab.sqrt() * x0 + (1 - ab).sqrt() * noise"))
 
     def attempt():
         if (problem := _callable_problem(q_sample, "check_q_sample(q_sample)")):
@@ -152,14 +243,27 @@ def check_q_sample(q_sample) -> CheckResult:
                 return problem + ": correct for the first image only; does every image use its own t?"
         return problem
 
-    return run_check(exercise, attempt, hint, "your closed form matches course_lib.schedule.q_sample.")
+    return run_check(exercise, attempt, guide, "your closed form matches course_lib.schedule.q_sample.")
 
 
 def check_cosine_schedule(cosine_betas) -> CheckResult:
     """Exercise: ``cosine_betas(num_train_timesteps, s=0.008) -> betas`` of shape (T,)."""
     exercise = "cosine schedule"
-    hint = ("f(t) = cos(((t / T + s) / (1 + s)) * pi / 2) ** 2 for t = 0..T (T + 1 values); "
-            "alpha_bar = f / f[0]; betas = 1 - alpha_bar[1:] / alpha_bar[:-1], clipped to at most 0.999.")
+    cosine_betas = _student(cosine_betas)
+    guide = Guide(
+        task=("cosine_betas(num_train_timesteps, s=0.008) returns the (T,) tensor of betas, one per step, "
+              "each in (0, 0.999]."),
+        hints=("Design the curve of alpha-bar first (how much signal is left at each t), then read off the betas "
+               "that produce it.",
+               "Nichol & Dhariwal make alpha-bar a squared cosine of t / T (shifted by a small s so it does not "
+               "start too steep), normalised to 1 at t = 0. A beta is what one step removes: one minus the ratio "
+               "of consecutive alpha-bars. T + 1 alpha-bars give T betas; cap them at 0.999.",
+               "f(t) = cos²(((t/T + s) / (1 + s)) · π/2) for t = 0, …, T;  ᾱ_t = f(t) / f(0);  "
+               "β_t = min(1 − ᾱ_t / ᾱ_{t−1}, 0.999) for t = 1, …, T."),
+        solution=("t = torch.arange(num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps\n"
+                  "f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2\n"
+                  "alpha_bar = f / f[0]\n"
+                  "return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)"))
 
     def attempt():
         if (problem := _callable_problem(cosine_betas, "check_cosine_schedule(cosine_betas)")):
@@ -175,7 +279,7 @@ def check_cosine_schedule(cosine_betas) -> CheckResult:
                 return problem
         return None
 
-    return run_check(exercise, attempt, hint, "your betas match course_lib.schedule.cosine_beta_schedule.")
+    return run_check(exercise, attempt, guide, "your betas match course_lib.schedule.cosine_beta_schedule.")
 
 
 # --- notebook 02 -----------------------------------------------------------------
@@ -191,8 +295,19 @@ def check_training_loss(diffusion_training_loss) -> CheckResult:
     Noise x0 to x_t with the closed form, ask the model for the noise, return the mean squared error.
     """
     exercise = "training loss"
-    hint = ("x_t = sqrt(ab) * x0 + sqrt(1 - ab) * noise with ab = alphas_cumprod[t] shaped (B, 1, 1, 1); "
-            "then ((model(x_t, t) - noise) ** 2).mean().")
+    diffusion_training_loss = _student(diffusion_training_loss)
+    guide = Guide(
+        task=("diffusion_training_loss(model, x0, t, noise, alphas_cumprod) returns one number (a 0-dim tensor "
+              "or a float): x0 and noise are (B, 1, 28, 28), t is (B,) int64, model(x_t, t) returns a tensor "
+              "shaped like x_t."),
+        hints=("Training shows the network a noisy image and asks for something it can be graded on exactly. "
+               "What did *you* add to x0 that you know and the network does not?",
+               "Make x_t from x0 and the noise with the closed form of notebook 01, ask the model what noise it "
+               "sees, and score the answer against the noise you really added with the mean squared error.",
+               "L = mean over pixels and images of ‖ε_θ(√ᾱ_t x0 + √(1 − ᾱ_t) ε, t) − ε‖²."),
+        solution=("ab = alphas_cumprod[t].view(-1, 1, 1, 1)\n"
+                  "x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise\n"
+                  "return ((model(x_t, t) - noise) ** 2).mean()"))
 
     def attempt():
         if (problem := _callable_problem(diffusion_training_loss, "check_training_loss(diffusion_training_loss)")):
@@ -213,7 +328,7 @@ def check_training_loss(diffusion_training_loss) -> CheckResult:
             return "the model was given the clean x0; give it the noised x_t"
         return _compare(got, expected.double(), "the loss", 1e-5)
 
-    return run_check(exercise, attempt, hint, "the same loss as course_lib.ddpm.noise_prediction_loss, which training minimises.")
+    return run_check(exercise, attempt, guide, "the same loss as course_lib.ddpm.noise_prediction_loss, which training minimises.")
 
 
 def check_ddpm_step(ddpm_step) -> CheckResult:
@@ -223,8 +338,21 @@ def check_ddpm_step(ddpm_step) -> CheckResult:
     with sigma_t^2 = posterior_variance[t] and no noise added at t = 0.
     """
     exercise = "one reverse step"
-    hint = ("beta_t = 1 - alphas[t]; mean = (x_t - beta_t / sqrt(1 - alphas_cumprod[t]) * noise_pred) / "
-            "sqrt(alphas[t]); return mean + sqrt(posterior_variance[t]) * z, but just the mean when t == 0.")
+    ddpm_step = _student(ddpm_step)
+    guide = Guide(
+        task=("ddpm_step(noise_pred, t, x_t, z, alphas, alphas_cumprod, posterior_variance) returns x_(t-1), "
+              "shaped like x_t (B, 1, 28, 28); t is a Python int; z is the fresh Gaussian noise to use."),
+        hints=("One step back does two things: remove the share of the predicted noise that this one step "
+               "added, then put back a little fresh noise (except at the very last step).",
+               "The mean subtracts the predicted noise scaled by beta_t over the square root of (1 − alpha-bar_t), "
+               "then divides by the square root of alpha_t (this step's alpha, not the cumulative one). "
+               "The fresh noise is scaled by the standard deviation, the square root of the posterior variance; "
+               "at t = 0 no noise is added.",
+               "μ = (x_t − β_t / √(1 − ᾱ_t) · ε̂) / √α_t with β_t = 1 − α_t;  x_(t−1) = μ + √(β̃_t) · z for t > 0, "
+               "and x_(t−1) = μ at t = 0."),
+        solution=("beta = 1 - alphas[t]\n"
+                  "mean = (x_t - beta / (1 - alphas_cumprod[t]).sqrt() * noise_pred) / alphas[t].sqrt()\n"
+                  "return mean if t == 0 else mean + posterior_variance[t].sqrt() * z"))
 
     def attempt():
         if (problem := _callable_problem(ddpm_step, "check_ddpm_step(ddpm_step)")):
@@ -249,7 +377,7 @@ def check_ddpm_step(ddpm_step) -> CheckResult:
                 return problem
         return None
 
-    return run_check(exercise, attempt, hint, "your step is Algorithm 2 of the DDPM paper (Ho et al. 2020).")
+    return run_check(exercise, attempt, guide, "your step is Algorithm 2 of the DDPM paper (Ho et al. 2020).")
 
 
 # --- notebook 03 -----------------------------------------------------------------
@@ -260,8 +388,16 @@ def check_kl_divergence(kl_to_standard_normal) -> CheckResult:
     mean, logvar: (B, D). The closed form: 0.5 * sum over D of (mean^2 + exp(logvar) - 1 - logvar).
     """
     exercise = "KL term"
-    hint = ("0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(dim=1): logvar is the log of the variance, "
-            "so the variance is logvar.exp(); sum over the latent dimensions, one number per image.")
+    kl_to_standard_normal = _student(kl_to_standard_normal)
+    guide = Guide(
+        task=("kl_to_standard_normal(mean, logvar) returns a (B,) tensor, one KL divergence per image; "
+              "mean and logvar are (B, D) and logvar is the log of the variance."),
+        hints=("The KL term measures how far each image's Gaussian code is from the standard normal: it is zero "
+               "only for mean 0 and variance 1, and it adds up over independent dimensions.",
+               "For one dimension, the KL from N(μ, σ²) to N(0, 1) has a closed form with three parts: the squared "
+               "mean, the variance, and minus one minus the log-variance, halved. Sum over D, not over the batch.",
+               "KL = ½ Σ_d (μ_d² + σ_d² − 1 − log σ_d²), with σ² = exp(logvar)."),
+        solution="return 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(dim=1)")
 
     def attempt():
         if (problem := _callable_problem(kl_to_standard_normal, "check_kl_divergence(kl_to_standard_normal)")):
@@ -283,13 +419,23 @@ def check_kl_divergence(kl_to_standard_normal) -> CheckResult:
         zero = kl_to_standard_normal(torch.zeros(2, 3), torch.zeros(2, 3))
         return _compare(zero, torch.zeros(2), "the KL of N(0, I) to itself", 1e-6)
 
-    return run_check(exercise, attempt, hint, "the same closed form as course_lib.vae.kl_divergence.")
+    return run_check(exercise, attempt, guide, "the same closed form as course_lib.vae.kl_divergence.")
 
 
 def check_reparameterize(reparameterize) -> CheckResult:
     """Exercise: ``reparameterize(mean, logvar, eps) -> z = mean + exp(logvar / 2) * eps``, same shape."""
     exercise = "reparameterisation"
-    hint = "std = torch.exp(0.5 * logvar); return mean + std * eps. Do not draw new noise: use the eps you are given."
+    reparameterize = _student(reparameterize)
+    guide = Guide(
+        task=("reparameterize(mean, logvar, eps) returns z, shaped like mean (B, D); eps is standard normal "
+              "noise of the same shape, already drawn for you."),
+        hints=("Gradients cannot flow through a random draw, but they can flow through a shift and a scale of "
+               "noise drawn beforehand.",
+               "Scale the given noise by the standard deviation and shift it by the mean. logvar is the log of "
+               "the variance, so the standard deviation is the exponential of half of it. Use the eps you are "
+               "given; do not draw new noise.",
+               "z = μ + σ · ε with σ = exp(½ · logvar)."),
+        solution="return mean + torch.exp(0.5 * logvar) * eps")
 
     def attempt():
         if (problem := _callable_problem(reparameterize, "check_reparameterize(reparameterize)")):
@@ -313,7 +459,7 @@ def check_reparameterize(reparameterize) -> CheckResult:
             return "z no longer depends on mean and logvar (did you detach or use .data?); the trick needs gradients"
         return None
 
-    return run_check(exercise, attempt, hint, "z = mean + std * eps, as course_lib.vae.reparameterize, "
+    return run_check(exercise, attempt, guide, "z = mean + std * eps, as course_lib.vae.reparameterize, "
                      "and gradients flow to mean and logvar.")
 
 
@@ -325,8 +471,17 @@ def check_contrastive_loss(clip_loss) -> CheckResult:
     logits: (B, B), row i = image i against every caption; the right caption of image i is caption i.
     """
     exercise = "contrastive loss"
-    hint = ("targets = torch.arange(B); the loss is the mean of F.cross_entropy(logits, targets) (each image picks "
-            "its caption) and F.cross_entropy(logits.T, targets) (each caption picks its image).")
+    clip_loss = _student(clip_loss)
+    guide = Guide(
+        task=("clip_loss(logits) returns one number (a 0-dim tensor or a float); logits is (B, B): row i holds "
+              "image i's scaled similarities to the B captions, and caption i belongs to image i."),
+        hints=("Each row is a B-way classification: which caption is mine? Each column is the same question "
+               "asked by a caption about the images.",
+               "The right answer for row i (and for column i) is index i. Score the rows with cross-entropy, "
+               "score the columns the same way (transpose), and average the two.",
+               "L = ½ (CE(logits, [0, …, B−1]) + CE(logitsᵀ, [0, …, B−1])), CE the mean cross-entropy."),
+        solution=("targets = torch.arange(logits.shape[0])\n"
+                  "return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2"))
 
     def attempt():
         if (problem := _callable_problem(clip_loss, "check_contrastive_loss(clip_loss)")):
@@ -353,7 +508,7 @@ def check_contrastive_loss(clip_loss) -> CheckResult:
         perfect = clip_loss(20 * torch.eye(4))
         return None if float(perfect) < 1e-3 else "a batch whose pairs are all recognised should cost almost 0"
 
-    return run_check(exercise, attempt, hint, "the symmetric cross-entropy of course_lib.clip.contrastive_loss.")
+    return run_check(exercise, attempt, guide, "the symmetric cross-entropy of course_lib.clip.contrastive_loss.")
 
 
 def check_zero_shot(zero_shot_predict) -> CheckResult:
@@ -363,8 +518,17 @@ def check_zero_shot(zero_shot_predict) -> CheckResult:
     the prediction is the class whose prompt has the highest cosine similarity.
     """
     exercise = "zero-shot prediction"
-    hint = ("normalise both (F.normalize(x, dim=-1)), take the similarity matrix image @ text.T, shape (B, C), "
-            "and the argmax over the classes, dim=1.")
+    zero_shot_predict = _student(zero_shot_predict)
+    guide = Guide(
+        task=("zero_shot_predict(image_features, text_features) returns a (B,) int64 tensor of class indices; "
+              "image_features is (B, d), text_features is (C, d), one row per class prompt; neither is normalised."),
+        hints=("CLIP compares directions, not lengths: an image belongs to the prompt whose embedding points the "
+               "same way.",
+               "Scale every row of both to unit length, compute every image-prompt cosine similarity at once "
+               "with one matrix product, and pick each image's best prompt.",
+               "ŷ_b = argmax_c ⟨u_b / ‖u_b‖, w_c / ‖w_c‖⟩."),
+        solution=("sims = F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T\n"
+                  "return sims.argmax(dim=-1)"))
 
     def attempt():
         if (problem := _callable_problem(zero_shot_predict, "check_zero_shot(zero_shot_predict)")):
@@ -387,7 +551,7 @@ def check_zero_shot(zero_shot_predict) -> CheckResult:
             got = got.long()
         return _compare(got, expected, "the predicted classes", atol=0)
 
-    return run_check(exercise, attempt, hint, "the same rule as course_lib.clip.zero_shot_classify: unit vectors, similarities, argmax.")
+    return run_check(exercise, attempt, guide, "the same rule as course_lib.clip.zero_shot_classify: unit vectors, similarities, argmax.")
 
 
 # --- notebook 05 -----------------------------------------------------------------
@@ -400,8 +564,19 @@ def check_cross_attention(cross_attention) -> CheckResult:
     softmax(Q K^T / sqrt(d)) V with the softmax over the S text tokens.
     """
     exercise = "cross-attention"
-    hint = ("Q = image_tokens @ W_q, K = text_tokens @ W_k, V = text_tokens @ W_v; scores = Q @ K.transpose(-2, -1) "
-            "/ sqrt(d) with d = Q.shape[-1]; weights = scores.softmax(dim=-1) (over the text tokens); return weights @ V.")
+    cross_attention = _student(cross_attention)
+    guide = Guide(
+        task=("cross_attention(image_tokens, text_tokens, W_q, W_k, W_v) returns (B, L, d): image_tokens is "
+              "(B, L, c_img), text_tokens (B, S, c_txt), W_q (c_img, d), W_k and W_v (c_txt, d)."),
+        hints=("In cross-attention the image asks and the text answers: which side makes the queries, and which "
+               "the keys and values?",
+               "Queries come from the image tokens, keys and values from the text tokens. Each query's scores "
+               "against all S keys are scaled by the square root of d, turned into weights that sum to one over "
+               "the text tokens, and used to average the values.",
+               "Q = X W_q, K = C W_k, V = C W_v;  out = softmax(Q Kᵀ / √d) V, the softmax over the S text tokens."),
+        solution=("q, k, v = image_tokens @ W_q, text_tokens @ W_k, text_tokens @ W_v\n"
+                  "weights = torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1)\n"
+                  "return weights @ v"))
 
     def attempt():
         if (problem := _callable_problem(cross_attention, "check_cross_attention(cross_attention)")):
@@ -426,7 +601,7 @@ def check_cross_attention(cross_attention) -> CheckResult:
                 return "take the softmax over the text tokens (the last dimension), so each pixel's weights sum to 1"
         return _compare(got, expected, "the output", 1e-4)
 
-    return run_check(exercise, attempt, hint, "the same numbers as torch.nn.functional.scaled_dot_product_attention.")
+    return run_check(exercise, attempt, guide, "the same numbers as torch.nn.functional.scaled_dot_product_attention.")
 
 
 # --- notebook 06 -----------------------------------------------------------------
@@ -434,8 +609,17 @@ def check_cross_attention(cross_attention) -> CheckResult:
 def check_classifier_free_guidance(guided) -> CheckResult:
     """Exercise: ``guided(noise_uncond, noise_cond, guidance_scale) -> noise``, classifier-free guidance."""
     exercise = "classifier-free guidance"
-    hint = ("start from the unconditional prediction and move guidance_scale times the step towards the conditional one: "
-            "noise_uncond + guidance_scale * (noise_cond - noise_uncond).")
+    guided = _student(guided)
+    guide = Guide(
+        task=("guided(noise_uncond, noise_cond, guidance_scale) returns the guided noise prediction, shaped like "
+              "the inputs (B, 4, 7, 7); guidance_scale is a float."),
+        hints=("Two predictions of the same noise differ only because one saw the prompt: that difference is the "
+               "direction the prompt pulls in.",
+               "Start from the prediction without the prompt and travel guidance_scale times the difference "
+               "towards the prediction with it. Scale 0 must give the unconditional prediction, scale 1 the "
+               "conditional one, larger scales go past it.",
+               "ε̃ = ε_∅ + s · (ε_c − ε_∅)."),
+        solution="return noise_uncond + guidance_scale * (noise_cond - noise_uncond)")
 
     def attempt():
         if (problem := _callable_problem(guided, "check_classifier_free_guidance(guided)")):
@@ -456,7 +640,7 @@ def check_classifier_free_guidance(guided) -> CheckResult:
                 return problem
         return None
 
-    return run_check(exercise, attempt, hint, "scale 0 gives the unconditional model, 1 the conditional one, "
+    return run_check(exercise, attempt, guide, "scale 0 gives the unconditional model, 1 the conditional one, "
                                               "more pushes past it, as in course_lib.ldm.guided_noise.")
 
 
@@ -467,8 +651,17 @@ def check_img2img_timesteps(img2img_timesteps) -> CheckResult:
     them to run, always the *last* (least noisy) ones; int(N * strength) of them.
     """
     exercise = "img2img timesteps"
-    hint = ("img2img runs the last int(len(timesteps) * strength) steps: skip the first "
-            "len(timesteps) - int(len(timesteps) * strength) and return timesteps[skip:].")
+    img2img_timesteps = _student(img2img_timesteps)
+    guide = Guide(
+        task=("img2img_timesteps(timesteps, strength) returns a 1-D tensor, a part of timesteps (which runs "
+              "noisiest first); strength is a float in [0, 1]."),
+        hints=("img2img does not start from pure noise: it noises the given image part of the way and denoises "
+               "from there. Which end of the schedule does it still need?",
+               "strength is the share of the steps that run; they are the least noisy ones, at the end of the "
+               "list. Round the number of steps down to a whole number.",
+               "With N the number of timesteps and n = ⌊N · strength⌋, keep the last n entries and skip the first N − n."),
+        solution=("n = int(len(timesteps) * strength)\n"
+                  "return timesteps[len(timesteps) - n:]"))
 
     def attempt():
         if (problem := _callable_problem(img2img_timesteps, "check_img2img_timesteps(img2img_timesteps)")):
@@ -488,4 +681,4 @@ def check_img2img_timesteps(img2img_timesteps) -> CheckResult:
                 return problem
         return None
 
-    return run_check(exercise, attempt, hint, "the same steps as course_lib.ldm.img2img_timesteps, which the pipeline runs for image=..., strength=....")
+    return run_check(exercise, attempt, guide, "the same steps as course_lib.ldm.img2img_timesteps, which the pipeline runs for image=..., strength=....")

@@ -20,6 +20,7 @@ from .captions import AttributeThresholds
 from .clip import CLIP
 from .ddpm import DDPMPipeline
 from .device import get_device
+from .flow import FlowMatchingPipeline
 from .ldm import LatentDiffusionPipeline
 from .metrics import MNISTClassifier
 from .pretrained import load_model
@@ -27,7 +28,7 @@ from .unet import UNet
 from .vae import VAE, AutoEncoder, ConvVAE
 
 # name -> the network class its checkpoint holds
-MODELS = {"classifier": MNISTClassifier, "ddpm": UNet, "ae2d": AutoEncoder, "vae2d": VAE, "vae": ConvVAE,
+MODELS = {"classifier": MNISTClassifier, "ddpm": UNet, "flow": UNet, "ae2d": AutoEncoder, "vae2d": VAE, "vae": ConvVAE,
           "clip": CLIP, "ldm": UNet}
 
 
@@ -35,6 +36,8 @@ def load(name: str, device: torch.device | str | None = None):
     """Load a shipped model by name, ready to use, on ``device`` (default: ``course_lib.device.get_device()``).
 
     ``"ddpm"``: a ``DDPMPipeline``, ``pipe(batch_size, num_inference_steps, sampler, seed)`` -> digits.
+    ``"flow"``: a ``FlowMatchingPipeline`` (notebook 07), ``pipe(batch_size, num_inference_steps=8,
+    sampler="euler", seed=0)`` -> digits; the same U-Net as the DDPM, trained by flow matching.
     ``"vae"``: the spatial ``ConvVAE``: ``vae.encode(x)`` (x (B, 1, 28, 28) in [0, 1]) gives the latent
     distribution (``.mean``, ``.logvar``, ``.sample()``), each (B, 4, 7, 7); ``vae.decode(z)`` gives
     digits back in [0, 1]; ``vae.scaling_factor`` turns latents into unit-variance ones for diffusion.
@@ -62,6 +65,8 @@ def assemble(name: str, model: nn.Module, info: dict, device: torch.device | str
     model = model.to(device).eval()
     if name == "ddpm":
         return DDPMPipeline(model, prediction_type=info.get("prediction_type", "epsilon"), info=info)
+    if name == "flow":
+        return FlowMatchingPipeline(model, info=info)
     if name == "ldm":
         clip = load("clip", device)
         pipe = LatentDiffusionPipeline(model, load("vae", device), clip.text_encoder, clip.tokenizer, info=info)
@@ -75,4 +80,4 @@ def assemble(name: str, model: nn.Module, info: dict, device: torch.device | str
 
 def network(ready) -> nn.Module:
     """The trained network inside what ``load``/``assemble`` return (a pipeline's UNet, else the model itself)."""
-    return ready.unet if isinstance(ready, (DDPMPipeline, LatentDiffusionPipeline)) else ready
+    return ready.unet if isinstance(ready, (DDPMPipeline, FlowMatchingPipeline, LatentDiffusionPipeline)) else ready

@@ -27,6 +27,7 @@ from .clip import CLIP, clip_training_loss
 from .data import load_mnist
 from .ddpm import diffusion_loss
 from .device import get_device, seed_everything
+from .flow import flow_matching_loss
 from .ldm import encode_latent_distribution, ldm_training_loss
 from .metrics import MNISTClassifier, classifier_loss, predict
 from .pipelines import assemble, load
@@ -44,6 +45,11 @@ DDPM_UNET_CONFIG = dict(in_channels=1, out_channels=1, base_channels=16, channel
 # is one command: scripts/train.py ddpm --device cuda --set batch_size=512 --set base_channels=32
 DDPM_TRAINING = dict(steps=12000, batch_size=64, lr=1e-3, warmup_steps=300, ema_decay=0.9995, seed=0,
                      prediction_type="epsilon", base_channels=DDPM_UNET_CONFIG["base_channels"])
+# Flow matching (notebook 07): the same U-Net and the same training budget as the DDPM, so that the
+# two are compared at equal training compute; only the path and the target differ.
+FLOW_TRAINING = dict(steps=DDPM_TRAINING["steps"], batch_size=DDPM_TRAINING["batch_size"], lr=DDPM_TRAINING["lr"],
+                     warmup_steps=DDPM_TRAINING["warmup_steps"], ema_decay=DDPM_TRAINING["ema_decay"], seed=0,
+                     time_sampling="uniform", base_channels=DDPM_UNET_CONFIG["base_channels"])
 # The three autoencoders of notebook 03: name -> (model class, config, training settings).
 # kl_weight None means no KL term (the plain autoencoder).
 AUTOENCODERS = {
@@ -100,6 +106,10 @@ def _prepare_ddpm(settings, device):
             {"schedule": "linear, T=1000"})
 
 
+def _prepare_flow(settings, device):
+    return _pool(), flow_matching_loss(settings["time_sampling"]), {"path": "x = (1 - sigma) x0 + sigma noise"}
+
+
 def _prepare_classifier(settings, device):
     return _pool(), classifier_loss, {}
 
@@ -147,6 +157,8 @@ RECIPES = {
     "classifier": Recipe(lambda settings: MNISTClassifier(), CLASSIFIER_TRAINING, _prepare_classifier, _finish_classifier),
     "ddpm": Recipe(lambda settings: UNet(**{**DDPM_UNET_CONFIG, "base_channels": settings["base_channels"]}),
                    DDPM_TRAINING, _prepare_ddpm),
+    "flow": Recipe(lambda settings: UNet(**{**DDPM_UNET_CONFIG, "base_channels": settings["base_channels"]}),
+                   FLOW_TRAINING, _prepare_flow),
     **{name: Recipe(lambda settings, model_class=model_class, config=config: model_class(**config), training,
                     _prepare_autoencoder, _finish_spatial_vae if model_class is ConvVAE else None)
        for name, (model_class, config, training) in AUTOENCODERS.items()},

@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 
@@ -215,3 +217,84 @@ def test_the_posterior_mean_form_of_a_ddpm_step_passes_in_float32():
     def wrong(noise_pred, t, x_t, z, alphas, ac, pv):
         return f64_ddpm_step(noise_pred, t, x_t, z, ac, ac, pv)
     assert not checks.check_ddpm_step(wrong)
+
+
+# --- escalating feedback (issue 19) ---------------------------------------------------
+
+CHECKS_AND_ARGUMENTS = {   # check -> the learner's function's parameter names, to build a solution from its guide
+    checks.check_q_sample: "x0, t, noise, alphas_cumprod",
+    checks.check_cosine_schedule: "num_train_timesteps, s=0.008",
+    checks.check_training_loss: "model, x0, t, noise, alphas_cumprod",
+    checks.check_ddpm_step: "noise_pred, t, x_t, z, alphas, alphas_cumprod, posterior_variance",
+    checks.check_kl_divergence: "mean, logvar",
+    checks.check_reparameterize: "mean, logvar, eps",
+    checks.check_contrastive_loss: "logits",
+    checks.check_zero_shot: "image_features, text_features",
+    checks.check_cross_attention: "image_tokens, text_tokens, W_q, W_k, W_v",
+    checks.check_classifier_free_guidance: "noise_uncond, noise_cond, guidance_scale",
+    checks.check_img2img_timesteps: "timesteps, strength",
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_ladders():
+    """Each test starts at the bottom of every hint ladder, as a fresh kernel does."""
+    checks._not_yet.clear()
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+def test_every_guide_escalates_without_code_and_its_solution_passes(capsys):
+    for check, arguments in CHECKS_AND_ARGUMENTS.items():
+        first = check(_stub)
+        name = first.exercise
+        guide = checks.GUIDES[name]
+        assert not first and "The task:" in first.message and guide.task in first.message
+        assert first.hint.startswith(guide.hints[0])
+        assert len(guide.hints) >= 3, name
+        for text in (guide.task, *guide.hints):        # no code before it is asked for
+            assert not any(code in text for code in ("return ", "torch.", "**", ".sqrt(", ".view(", "F.")), (name, text)
+        second = check(_stub)
+        assert second.hint.startswith(guide.hints[1]) and second.hint != first.hint
+        checks.hint(name)                                 # asking moves one rung up
+        assert guide.hints[2] in capsys.readouterr().out
+        checks.solution(name)
+        code = capsys.readouterr().out
+        assert "return" in code
+        namespace = {"torch": torch, "F": F, "math": math}
+        body = "\n".join("    " + line for line in code.strip().splitlines())
+        exec(f"def answer({arguments}):\n{body}", namespace)
+        assert check(namespace["answer"]), (name, check(namespace["answer"]))
+        again = check(_stub)                              # a pass resets the ladder
+        assert again.hint.startswith(guide.hints[0])
+
+
+def test_the_ladder_ends_by_pointing_at_the_solution():
+    for _ in range(5):
+        result = checks.check_reparameterize(_stub)
+    assert 'checks.solution("reparameterisation")' in result.hint
+
+
+def test_an_answer_that_works_in_place_passes():
+    def in_place(mean, logvar, eps):
+        return eps.mul_(torch.exp(0.5 * logvar)).add_(mean)
+
+    assert checks.check_reparameterize(in_place)
+
+
+def test_the_checkers_own_failure_is_not_blamed_on_the_learner(monkeypatch):
+    monkeypatch.setattr(checks, "library_reparameterize", lambda *a: 1 / 0)
+    result = checks.check_reparameterize(lambda mean, logvar, eps: mean + torch.exp(0.5 * logvar) * eps)
+    assert not result and "checker itself failed" in result.message and "ZeroDivisionError" in result.message
+    assert "your code" not in result.message
+
+
+def test_asking_for_an_unchecked_exercise_says_what_to_do():
+    try:
+        checks.solution("no such exercise")
+    except ValueError as err:
+        assert "run its check cell first" in str(err)
+    else:
+        raise AssertionError("expected a ValueError")
