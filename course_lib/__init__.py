@@ -9,7 +9,7 @@ walks every import and enforces it), so there is no cycle and no hidden import:
 
     6  recipes                                        how each shipped model is trained
        viz  checks  environment  friendly             for the notebooks, beside the stack
-    5  pipelines                                      load(name): the shipped models, ready to use
+    5  pipelines  toy                                 load(name): the shipped models; the 2-D toy
     4  ddpm  flow  ldm                                the generative systems: loss and pipeline
     3  unet  vae  clip  samplers  metrics  train      networks, schedulers, judges, the loop
     2  attention  tokenizer  pretrained               building blocks
@@ -34,6 +34,7 @@ walks every import and enforces it), so there is no cycle and no hidden import:
 - ``flow``      -- flow matching: straight paths, velocity loss, Euler/Heun schedulers, ``FlowMatchingPipeline``
 - ``ldm``       -- latent diffusion: training loss, guidance, ``LatentDiffusionPipeline``
 - ``pipelines`` -- ``load(name)``: one public way to use each shipped model
+- ``toy``       -- diffusion vs flow matching on 2-D points: train in seconds, see the paths
 - ``recipes``   -- ``train_model(name)``: how each shipped model is made (``scripts/train.py``)
 - ``viz``       -- image grids, noise strips, latent maps, loss curves, sliders
 - ``checks``    -- self-checking exercises ("Correct!" / "Not yet" + hint)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from .clip import contrastive_loss
 from .ddpm import noise_prediction_loss
+from .flow import FlowMatchEulerDiscreteScheduler, velocity_loss
 from .ldm import guided_noise
 from .ldm import img2img_timesteps as library_img2img_timesteps
 from .schedule import NoiseSchedule, cosine_beta_schedule
@@ -682,3 +683,105 @@ def check_img2img_timesteps(img2img_timesteps) -> CheckResult:
         return None
 
     return run_check(exercise, attempt, guide, "the same steps as course_lib.ldm.img2img_timesteps, which the pipeline runs for image=..., strength=....")
+
+
+# --- notebook 07 -----------------------------------------------------------------
+
+def _fake_velocity_model(x, timestep):
+    """A deterministic stand-in for a velocity U-Net: (B, C, H, W), (B,) timesteps in [0, 1000] -> like x.
+
+    Its output depends on the timestep's scale, so an answer that passes sigma instead of 1000 sigma shows."""
+    return torch.sin(1.3 * x) - timestep.float().view(-1, 1, 1, 1) / 1000.0
+
+
+def check_flow_matching_loss(flow_loss) -> CheckResult:
+    """Exercise: ``flow_loss(model, x0, sigma, noise) -> scalar``, the conditional flow-matching loss.
+
+    x0, noise: (B, 1, 28, 28); sigma: (B,) in [0, 1]; the model takes (x_sigma, 1000 * sigma).
+    """
+    exercise = "flow-matching loss"
+    flow_loss = _student(flow_loss)
+    guide = Guide(
+        task=("flow_loss(model, x0, sigma, noise) returns one number (a 0-dim tensor or a float): x0 and noise are "
+              "(B, 1, 28, 28), sigma is a (B,) tensor of noise levels in [0, 1], and model(x, timestep) wants "
+              "timestep = 1000 · sigma, shape (B,)."),
+        hints=("Each training pair (a digit, a noise image) defines one straight road. Put the network somewhere "
+               "on that road and ask it which way, and how fast, the road goes.",
+               "The point at level sigma mixes the two ends, more noise as sigma grows; each image has its own "
+               "sigma, so shape it to broadcast over the pixels. Along a straight road the velocity is the same "
+               "everywhere: the difference of its two ends, pointing from the digit towards the noise "
+               "(sigma grows towards the noise). Score the network's answer with the mean squared error.",
+               "x_σ = (1 − σ) x0 + σ ε;  L = mean ‖v_θ(x_σ, 1000 σ) − (ε − x0)‖²."),
+        solution=("s = sigma.view(-1, 1, 1, 1)\n"
+                  "x = (1 - s) * x0 + s * noise\n"
+                  "return ((model(x, 1000 * sigma) - (noise - x0)) ** 2).mean()"))
+
+    def attempt():
+        if (problem := _callable_problem(flow_loss, "check_flow_matching_loss(flow_loss)")):
+            return problem
+        x0, noise = _clean_and_noise(seed=21)
+        sigma = torch.tensor([0.05, 0.3, 0.7, 1.0])
+        expected = velocity_loss(_fake_velocity_model, x0, sigma, noise).double()
+        got = flow_loss(_fake_velocity_model, x0, sigma, noise)
+        if isinstance(got, torch.Tensor) and got.numel() != 1:
+            return f"the loss should be one number (a scalar), got shape {tuple(got.shape)}: take the mean"
+        got = _as_tensor(got)
+        if not isinstance(got, torch.Tensor):
+            return f"the loss should be a number or a 0-dim tensor, got {type(got).__name__}"
+        got = got.reshape(())
+        s = sigma.view(-1, 1, 1, 1)
+        mistakes = {
+            "the velocity points the other way: along x_σ = (1 − σ) x0 + σ ε it is d x_σ / dσ = ε − x0":
+                ((1 - s) * x0 + s * noise, 1000 * sigma, x0 - noise),
+            "the mix is reversed: at σ = 1 the point should be pure noise, so the noise gets weight σ":
+                (s * x0 + (1 - s) * noise, 1000 * sigma, noise - x0),
+            "the network was told σ; the U-Net's timestep is 1000 · σ (the range its time embedding was built for)":
+                ((1 - s) * x0 + s * noise, sigma, noise - x0),
+            "the target is the velocity ε − x0, not the noise alone (that is diffusion's target)":
+                ((1 - s) * x0 + s * noise, 1000 * sigma, noise),
+        }
+        for message, (x, timestep, target) in mistakes.items():
+            if _close(got, ((_fake_velocity_model(x, timestep) - target) ** 2).mean().double(), 1e-5):
+                return message
+        return _compare(got, expected, "the loss", 1e-5)
+
+    return run_check(exercise, attempt, guide, "the same loss as course_lib.flow.velocity_loss, which trained the "
+                                               "shipped flow model.")
+
+
+def check_euler_step(euler_step) -> CheckResult:
+    """Exercise: ``euler_step(velocity, sigma, sigma_next, x) -> x at sigma_next``, one Euler step of the flow."""
+    exercise = "Euler step"
+    euler_step = _student(euler_step)
+    guide = Guide(
+        task=("euler_step(velocity, sigma, sigma_next, x) returns x at the noise level sigma_next, shaped like x "
+              "(B, 1, 28, 28); velocity is the network's prediction at x (same shape); sigma and sigma_next are "
+              "Python floats with sigma_next < sigma."),
+        hints=("Euler's method pretends the velocity stays what it is now for the whole step, and walks.",
+               "How far to walk is the change in noise level times the velocity. The level goes down (towards the "
+               "digit), so the change is negative: the step moves against the velocity, which points towards the noise.",
+               "x_{σ'} = x_σ + (σ' − σ) · v_θ(x_σ, σ)."),
+        solution="return x + (sigma_next - sigma) * velocity")
+
+    def attempt():
+        if (problem := _callable_problem(euler_step, "check_euler_step(euler_step)")):
+            return problem
+        g = torch.Generator().manual_seed(5)
+        x, velocity = torch.randn(3, 1, 28, 28, generator=g), torch.randn(3, 1, 28, 28, generator=g)
+        for sigma, sigma_next in ((1.0, 0.75), (0.5, 0.0), (0.3, 0.29)):
+            got = euler_step(velocity, sigma, sigma_next, x)
+            scheduler = FlowMatchEulerDiscreteScheduler()
+            scheduler.set_timesteps(sigmas=[sigma, sigma_next])       # one step between the two levels
+            expected = scheduler.step(velocity, scheduler.timesteps[0], x).prev_sample
+            if isinstance(got, torch.Tensor) and got.shape == x.shape and not _close(got, expected, 1e-5):
+                if _close(got, x + (sigma - sigma_next) * velocity, 1e-5):
+                    return ("the step went towards the noise: σ goes down, so x changes by (σ' − σ) v, "
+                            "a negative multiple of the velocity")
+                if _close(got, x - sigma * velocity, 1e-5):
+                    return ("that is the jump all the way to the clean-image guess x0 = x − σ v; one step only "
+                            "goes as far as σ'")
+            if (problem := _compare(got, expected, f"x at σ' = {sigma_next} (from σ = {sigma})", 1e-5)):
+                return problem
+        return None
+
+    return run_check(exercise, attempt, guide, "one step of course_lib.flow.FlowMatchEulerDiscreteScheduler.")

@@ -123,12 +123,19 @@ class FlowMatchEulerDiscreteScheduler:
         self.timesteps = None
         self.sigmas = None
 
-    def set_timesteps(self, num_inference_steps: int) -> None:
-        """Choose the noise levels to visit, noisiest first."""
-        check_int("num_inference_steps", num_inference_steps, 1, self.num_train_timesteps)
-        self.num_inference_steps = int(num_inference_steps)
-        sigmas = torch.linspace(1.0, 0.0, num_inference_steps + 1, dtype=torch.float64)
-        sigmas = self.shift * sigmas / (1 + (self.shift - 1) * sigmas)
+    def set_timesteps(self, num_inference_steps: int | None = None, sigmas=None) -> None:
+        """Choose the noise levels to visit, noisiest first: ``num_inference_steps`` evenly spaced steps from 1
+        to 0 (bent by ``shift``), or your own ``sigmas``, every level including the last (e.g. [1.0, 0.6, 0.0])."""
+        if sigmas is None:
+            check_int("num_inference_steps", num_inference_steps, 1, self.num_train_timesteps)
+            sigmas = torch.linspace(1.0, 0.0, num_inference_steps + 1, dtype=torch.float64)
+            sigmas = self.shift * sigmas / (1 + (self.shift - 1) * sigmas)
+        else:
+            sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+            if len(sigmas) < 2 or (sigmas[1:] >= sigmas[:-1]).any() or sigmas.min() < 0 or sigmas.max() > 1:
+                raise ValueError(f"sigmas must fall strictly from at most 1 to at least 0, two or more of them; "
+                                 f"got {sigmas.tolist()}")
+        self.num_inference_steps = len(sigmas) - 1
         self._levels = sigmas                       # sigma at the start and end of every step
         self.sigmas, self.timesteps = self._schedule(sigmas)
         self._step_index = 0

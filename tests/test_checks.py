@@ -298,3 +298,24 @@ def test_asking_for_an_unchecked_exercise_says_what_to_do():
         assert "run its check cell first" in str(err)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_flow_exercises_pass_right_answers_and_name_the_usual_mistakes():
+    def loss(model, x0, sigma, noise, flip=False, timestep_scale=1000):
+        s = sigma.view(-1, 1, 1, 1)
+        target = (x0 - noise) if flip else (noise - x0)
+        return ((model((1 - s) * x0 + s * noise, timestep_scale * sigma) - target) ** 2).mean()
+
+    assert checks.check_flow_matching_loss(loss)
+    assert checks.check_flow_matching_loss(lambda *a: loss(*a).item())          # a Python float is one number too
+    assert "other way" in checks.check_flow_matching_loss(lambda *a: loss(*a, flip=True)).message
+    assert "1000" in checks.check_flow_matching_loss(lambda *a: loss(*a, timestep_scale=1)).message
+
+    assert checks.check_euler_step(lambda v, s, s_next, x: x + (s_next - s) * v)
+    assert checks.check_euler_step(lambda v, s, s_next, x: (x.double() - (s - s_next) * v.double()))   # float64
+    assert "towards the noise" in checks.check_euler_step(lambda v, s, s_next, x: x + (s - s_next) * v).message
+    assert "x0" in checks.check_euler_step(lambda v, s, s_next, x: x - s * v).message
+
+
+CHECKS_AND_ARGUMENTS.update({checks.check_flow_matching_loss: "model, x0, sigma, noise",
+                             checks.check_euler_step: "velocity, sigma, sigma_next, x"})

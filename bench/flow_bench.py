@@ -1,0 +1,106 @@
+"""Flow matching against diffusion on the same U-Net, step for step: python bench/flow_bench.py
+
+The shipped DDPM (sampled with DDIM and DPM-Solver++(2M)) and the shipped flow-matching model (sampled
+with Euler and Heun) share the U-Net, the data and the training budget (same steps, batch size, learning
+rate and EMA; the recipes in course_lib/recipes.py). For 1, 2, 4, 8, 16 and 50 steps each:
+``course_lib.metrics.quality_report`` (1,000 digits per seed against 1,000 held-out digits, the floor at the
+same size, seeds 0 and 1 as a range, precision/recall, class shares), the number of network calls, and
+the sampling time per digit (one batch of --timing-batch digits, timed alone).
+
+Resumable like bench/ddpm_bench.py: every (row, seed) is stored in bench/results/flow.json as soon as it
+is measured, with both checkpoints' SHA-256. Writes flow.md and the README table between
+<!-- bench:flow --> markers.
+"""
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from course_lib import pipelines
+from course_lib.data import load_mnist
+from course_lib.metrics import load_classifier, quality_report
+from course_lib.pretrained import CHECKPOINTS
+
+from course_tools.bench import ROOT, measure_seeds, sampling, save_partial, span, stored_rows, write_results
+
+STEPS = (1, 2, 4, 8, 16, 50)
+METHODS = [("ddpm", "ddim"), ("ddpm", "dpmsolver"), ("flow", "euler"), ("flow", "heun")]   # (model, sampler)
+NAMES = {"ddim": "diffusion, DDIM", "dpmsolver": "diffusion, DPM-Solver++(2M)", "euler": "flow, Euler",
+         "heun": "flow, Heun"}
+SEEDS = (0, 1)
+
+
+def network_calls(sampler: str, steps: int) -> int:
+    """U-Net evaluations per digit: one per step, except Heun's 2 n - 1."""
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--timing-batch", type=int, default=100)
+    parser.add_argument("--max-steps", type=int, default=max(STEPS), help="measure only rows with at most this many steps")
+    parser.add_argument("--no-timing", action="store_true", help="skip the timing passes (while the machine is busy)")
+    parser.add_argument("--force", action="store_true", help="measure every row again")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    pipes = {name: pipelines.load(name, device="cpu") for name in ("ddpm", "flow")}
+    classifier = load_classifier()
+    heldout, pool = load_mnist("test").images, load_mnist("train").images
+    identity = {"checkpoint_sha256": {name: CHECKPOINTS[name][1] for name in pipes}, "num_samples": args.num_samples}
+    done = {} if args.force else stored_rows("flow", identity, lambda r: (r["sampler"], r["steps"]), args.out)
+    result = {**identity, "seeds": list(SEEDS), "timing_batch": args.timing_batch,
+              "checkpoints": {name: pipe.info for name, pipe in pipes.items()},
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads", "rows": []}
+
+    def save():
+        save_partial("flow", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
+
+    for steps in STEPS:                      # the cheap rows first
+        for model, sampler in METHODS:
+            row = done.setdefault((sampler, steps), {"model": model, "sampler": sampler, "steps": steps,
+                                                     "network_calls": network_calls(sampler, steps)})
+            if steps > args.max_steps:
+                continue
+            pipe = pipes[model]
+            generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler)
+            measure_seeds(row, SEEDS, lambda seed: quality_report(classifier, generate, heldout, pool,
+                                                                  args.num_samples, seeds=(seed,)), save)
+            if "seconds_per_digit" not in row and not args.no_timing:
+                start = time.perf_counter()
+                pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler, seed=0, progress=False)
+                row["seconds_per_digit"] = round((time.perf_counter() - start) / args.timing_batch, 4)
+                save()
+            print(NAMES[sampler], steps, "FD/floor", span(row["ratio"]), flush=True)
+    result["rows"] = [done[(sampler, steps)] for steps in STEPS for _, sampler in METHODS
+                      if "seeds" in done.get((sampler, steps), {})]
+    print(write_results("flow", result, markdown_table(result), args.out))
+
+
+def markdown_table(result) -> str:
+    rows = result["rows"]
+    floor = [f for r in rows for f in r["floor"]]
+    train = {name: f"{info['steps']:,} steps of {info['batch_size']}, {info['train_seconds']:,} s on {info['hardware']}"
+             for name, info in result["checkpoints"].items()}
+    lines = [f"The shipped DDPM and flow-matching model: the same U-Net, data and training budget. "
+             f"{result['num_samples']:,} samples per seed, seeds {result['seeds']}, each against "
+             f"{result['num_samples']:,} held-out digits, ranges over the seeds; floor (as many training-pool digits "
+             f"against the same reference) {span(floor, '{:.1f}')}. Sampling on {result['machine']}.", "",
+             "| method | steps | network calls | Fréchet distance / floor | precision | recall "
+             "| smallest / largest class share | s / digit |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        seconds = f"{r['seconds_per_digit']:.4f}" if "seconds_per_digit" in r else "–"
+        lines.append(f"| {NAMES[r['sampler']]} | {r['steps']} | {r['network_calls']} | {span(r['ratio'])} | "
+                     f"{span(r['precision'])} | {span(r['recall'])} | {span(r['min_class_share'], '{:.1%}')} / "
+                     f"{span(r['max_class_share'], '{:.1%}')} | {seconds} |")
+    lines += ["", f"Training: DDPM {train['ddpm']}; flow {train['flow']}. Heun's last step is an Euler step "
+              "(it ends on the clean image), so n Heun steps cost 2n - 1 network calls; one Heun step is one Euler step."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
