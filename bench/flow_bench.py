@@ -8,11 +8,12 @@ same size, seeds 0 and 1 as a range, precision/recall, class shares), the number
 the sampling time per digit (one batch of --timing-batch digits, timed alone).
 
 Resumable like bench/ddpm_bench.py: every (row, seed) is stored in bench/results/flow.json as soon as it
-is measured, with both checkpoints' SHA-256. Writes flow.md and the README table between
+is measured, with its checkpoint's SHA-256 (--models ddpm measures the diffusion rows alone). Writes flow.md and the README table between
 <!-- bench:flow --> markers.
 """
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -21,15 +22,20 @@ import torch
 
 from course_lib import pipelines
 from course_lib.data import load_mnist
+from course_lib.flow import DiffusionAsFlow, FlowMatchingPipeline
 from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
+from course_lib.schedule import NoiseSchedule
 
 from course_tools.bench import ROOT, measure_seeds, sampling, save_partial, span, stored_rows, write_results
 
 STEPS = (1, 2, 4, 8, 16, 50)
-METHODS = [("ddpm", "ddim"), ("ddpm", "dpmsolver"), ("flow", "euler"), ("flow", "heun")]   # (model, sampler)
-NAMES = {"ddim": "diffusion, DDIM", "dpmsolver": "diffusion, DPM-Solver++(2M)", "euler": "flow, Euler",
-         "heun": "flow, Heun"}
+# (row, model, sampler): "ddpm on flow clock" is the DDPM's network driven as a flow (flow.DiffusionAsFlow):
+# DDIM's own step, taken at the flow's evenly spaced noise levels instead of DDIM's evenly spaced t.
+METHODS = [("ddim", "ddpm", "ddim"), ("dpmsolver", "ddpm", "dpmsolver"), ("ddpm on flow clock", "ddpm", "euler"),
+           ("euler", "flow", "euler"), ("heun", "flow", "heun")]
+NAMES = {"ddim": "diffusion, DDIM", "dpmsolver": "diffusion, DPM-Solver++(2M)",
+         "ddpm on flow clock": "diffusion, DDIM step on the flow's clock", "euler": "flow, Euler", "heun": "flow, Heun"}
 SEEDS = (0, 1)
 
 
@@ -45,28 +51,36 @@ def main():
     parser.add_argument("--timing-batch", type=int, default=100)
     parser.add_argument("--max-steps", type=int, default=max(STEPS), help="measure only rows with at most this many steps")
     parser.add_argument("--no-timing", action="store_true", help="skip the timing passes (while the machine is busy)")
+    parser.add_argument("--models", default="ddpm,flow", help="measure rows of these models only (comma-separated)")
     parser.add_argument("--force", action="store_true", help="measure every row again")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    pipes = {name: pipelines.load(name, device="cpu") for name in ("ddpm", "flow")}
+    models = args.models.split(",")
+    pipes = {name: pipelines.load(name, device="cpu") for name in models}
+    if "ddpm" in pipes:
+        pipes["ddpm on flow clock"] = FlowMatchingPipeline(DiffusionAsFlow(pipes["ddpm"].unet, NoiseSchedule("linear")))
     classifier = load_classifier()
     heldout, pool = load_mnist("test").images, load_mnist("train").images
-    identity = {"checkpoint_sha256": {name: CHECKPOINTS[name][1] for name in pipes}, "num_samples": args.num_samples}
-    done = {} if args.force else stored_rows("flow", identity, lambda r: (r["sampler"], r["steps"]), args.out)
+    identity = {"num_samples": args.num_samples}
+    # a row is kept only while its model's checkpoint is the one it measured
+    stored = {} if args.force else stored_rows("flow", identity, lambda r: (r["sampler"], r["steps"]), args.out)
+    done = {key: row for key, row in stored.items() if row["checkpoint_sha256"] == sha256_of(row["model"])}
+    previous = results_or_empty(args.out)
     result = {**identity, "seeds": list(SEEDS), "timing_batch": args.timing_batch,
-              "checkpoints": {name: pipe.info for name, pipe in pipes.items()},
+              "checkpoints": {**previous.get("checkpoints", {}), **{name: pipes[name].info for name in models}},
               "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads", "rows": []}
 
     def save():
         save_partial("flow", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
 
     for steps in STEPS:                      # the cheap rows first
-        for model, sampler in METHODS:
-            row = done.setdefault((sampler, steps), {"model": model, "sampler": sampler, "steps": steps,
-                                                     "network_calls": network_calls(sampler, steps)})
-            if steps > args.max_steps:
+        for name, model, sampler in METHODS:
+            row = done.setdefault((name, steps), {"model": model, "sampler": name, "steps": steps,
+                                                     "network_calls": network_calls(sampler, steps),
+                                                     "checkpoint_sha256": sha256_of(model)})
+            if steps > args.max_steps or model not in pipes:
                 continue
-            pipe = pipes[model]
+            pipe = pipes[name if name in pipes else model]
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler)
             measure_seeds(row, SEEDS, lambda seed: quality_report(classifier, generate, heldout, pool,
                                                                   args.num_samples, seeds=(seed,)), save)
@@ -75,10 +89,22 @@ def main():
                 pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler, seed=0, progress=False)
                 row["seconds_per_digit"] = round((time.perf_counter() - start) / args.timing_batch, 4)
                 save()
-            print(NAMES[sampler], steps, "FD/floor", span(row["ratio"]), flush=True)
-    result["rows"] = [done[(sampler, steps)] for steps in STEPS for _, sampler in METHODS
-                      if "seeds" in done.get((sampler, steps), {})]
+            print(NAMES[name], steps, "FD/floor", span(row["ratio"]), flush=True)
+    if any((name, steps) not in done or "seeds" not in done[(name, steps)] for steps in STEPS for name, _, _ in METHODS):
+        print("some rows are not measured yet; run again (with every model) for the table")
+        return
+    result["rows"] = [done[(name, steps)] for steps in STEPS for name, _, _ in METHODS]
     print(write_results("flow", result, markdown_table(result), args.out))
+
+
+def sha256_of(model: str) -> str | None:
+    """The pinned SHA-256 of a shipped model (None before it is shipped)."""
+    return CHECKPOINTS[model][1] if model in CHECKPOINTS else None
+
+
+def results_or_empty(out: Path) -> dict:
+    path = out / "flow.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def markdown_table(result) -> str:

@@ -21,6 +21,7 @@ where they spend their steps, not in the sampler.
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
@@ -97,6 +98,39 @@ def from_diffusion(sample: torch.Tensor, model_output: torch.Tensor, alpha_bar, 
     x0, noise = convert_prediction(model_output, sample, alpha_bar, prediction_type)
     a, s = float(alpha_bar) ** 0.5, (1 - float(alpha_bar)) ** 0.5
     return sample / (a + s), s / (a + s), noise - x0
+
+
+class DiffusionAsFlow(nn.Module):
+    """A trained diffusion network, driven as a flow: ``forward(x_sigma, timestep) -> velocity``, so that
+    ``FlowMatchingPipeline`` and the flow schedulers can sample it on the flow's clock (evenly spaced sigma)
+    instead of DDIM's (evenly spaced t). Only the clock differs from DDIM: DDIM is this Euler step.
+
+    unet(x_t, t) is a diffusion network on ``schedule`` (a ``NoiseSchedule``) predicting ``prediction_type``;
+    timestep = 1000 sigma, as for a flow model. For each sigma it asks the network at the training step t
+    whose flow level sqrt(1 - ab_t) / (sqrt(ab_t) + sqrt(1 - ab_t)) is nearest, on
+    x_t = (sqrt(ab_t) + sqrt(1 - ab_t)) x_sigma, and returns the velocity noise - x0 its prediction implies.
+    clip_sample: clip the x0 guess to [-1, 1] and recompute the noise from it, as the course's DDIM does
+    (``use_clipped_model_output``).
+    """
+
+    def __init__(self, unet: nn.Module, schedule, prediction_type: str = "epsilon", clip_sample: bool = True):
+        super().__init__()
+        self.unet, self.prediction_type, self.clip_sample = unet, prediction_type, clip_sample
+        self.alphas_cumprod = schedule.alphas_cumprod.double()
+        a, s = self.alphas_cumprod.sqrt(), (1 - self.alphas_cumprod).sqrt()
+        self.levels = s / (a + s)                                       # the flow sigma of every training t
+
+    def forward(self, x: torch.Tensor, timestep) -> torch.Tensor:
+        sigma = torch.as_tensor(timestep, dtype=torch.float64).cpu().flatten() / NUM_TRAIN_TIMESTEPS
+        t = (self.levels[None, :] - sigma[:, None]).abs().argmin(dim=1).expand(x.shape[0])   # nearest step, (B,)
+        ab = self.alphas_cumprod[t].reshape(-1, *([1] * (x.ndim - 1)))
+        a, s = ab.sqrt().to(x), (1 - ab).sqrt().to(x)
+        x_t = x * (a + s)
+        x0, noise = convert_prediction(self.unet(x_t, t.to(x.device)), x_t, ab.to(x), self.prediction_type)
+        if self.clip_sample:
+            x0 = x0.clamp(-1, 1)
+            noise = (x_t - a * x0) / s
+        return noise - x0
 
 
 def _per_sample(sigma, like: torch.Tensor) -> torch.Tensor:

@@ -75,12 +75,12 @@ def toy_loss(kind: str):
     return loss_fn
 
 
-def train_toy(kind: str, steps: int = 3000, batch_size: int = 256, seed: int = 0, progress: bool = True) -> ToyNet:
+def train_toy(kind: str, steps: int = 4000, batch_size: int = 256, seed: int = 0, progress: bool = True) -> ToyNet:
     """Train a ``ToyNet`` on 20,000 two-moons points with the course's training loop; returns its EMA copy."""
     _check_kind(kind)
     torch.manual_seed(seed)
     data = two_moons(20_000, torch.Generator().manual_seed(seed))
-    result = train(ToyNet(), toy_loss(kind), (data,), steps=steps, batch_size=batch_size, lr=2e-3,
+    result = train(ToyNet(), toy_loss(kind), (data,), steps=steps, batch_size=batch_size, lr=5e-3,
                    warmup_steps=100, ema_decay=0.995, seed=seed, progress=progress, desc=f"toy {kind}")
     return result.ema_model
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from course_lib.flow import (FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler, FlowMatchingPipeline,
+from course_lib.flow import (DiffusionAsFlow, FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler, FlowMatchingPipeline,
                              flow_matching_loss, from_diffusion, interpolate, sample_sigmas, velocity_loss,
                              velocity_target)
 from course_lib.samplers import DDIMScheduler
@@ -150,3 +150,25 @@ def test_the_toy_trains_and_flows_towards_the_moons():
     assert torch.allclose(straightness(line), torch.ones(3))
     with pytest.raises(ValueError, match="kind"):
         toy_trajectories(ToyNet(), "gan", noise, 2)
+
+
+def test_a_diffusion_network_on_ddims_own_levels_samples_exactly_like_ddim():
+    """DiffusionAsFlow + Euler at the sigmas of DDIM's timesteps reproduces DDIM (with its clipping) step by step."""
+    schedule = NoiseSchedule("linear")
+    net = ToyNet()                                    # any network will do: the identity is algebraic
+    ddim = DDIMScheduler()
+    ddim.set_timesteps(6)
+    ab = schedule.alphas_cumprod.double()[ddim.timesteps]
+    scale = ab.sqrt() + (1 - ab).sqrt()
+    levels = ((1 - ab).sqrt() / scale).tolist() + [0.0]
+    noise = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = noise
+        for t in ddim.timesteps:
+            x = ddim.step(net(x, torch.full((50,), int(t))), int(t), x).prev_sample
+        flow = FlowMatchEulerDiscreteScheduler()
+        flow.set_timesteps(sigmas=levels)
+        y, model = noise / scale[0], DiffusionAsFlow(net, schedule)
+        for t in flow.timesteps:
+            y = flow.step(model(y, torch.full((50,), float(t))), t, y).prev_sample
+    assert torch.allclose(x, y, atol=1e-4), (x - y).abs().max()
