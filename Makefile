@@ -56,6 +56,7 @@ bench: env
 	$(PY) bench/clip_bench.py
 	$(PY) bench/ldm_bench.py
 	$(PY) bench/guidance_bench.py
+	$(PY) bench/flow_bench.py
 
 clean:
 	rm -rf build

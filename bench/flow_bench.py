@@ -52,6 +52,8 @@ def main():
     parser.add_argument("--max-steps", type=int, default=max(STEPS), help="measure only rows with at most this many steps")
     parser.add_argument("--no-timing", action="store_true", help="skip the timing passes (while the machine is busy)")
     parser.add_argument("--models", default="ddpm,flow", help="measure rows of these models only (comma-separated)")
+    parser.add_argument("--retime", action="store_true",
+                        help="time every row again (do it alone on the machine, so that all rows are timed alike)")
     parser.add_argument("--force", action="store_true", help="measure every row again")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
@@ -65,6 +67,10 @@ def main():
     # a row is kept only while its model's checkpoint is the one it measured
     stored = {} if args.force else stored_rows("flow", identity, lambda r: (r["sampler"], r["steps"]), args.out)
     done = {key: row for key, row in stored.items() if row["checkpoint_sha256"] == sha256_of(row["model"])}
+    if args.retime:
+        for key, row in done.items():
+            if row["model"] in models:
+                row.pop("seconds_per_digit", None)
     previous = results_or_empty(args.out)
     result = {**identity, "seeds": list(SEEDS), "timing_batch": args.timing_batch,
               "checkpoints": {**previous.get("checkpoints", {}), **{name: pipes[name].info for name in models}},

@@ -133,21 +133,30 @@ repository (for example in build/student/, as `make student` writes them) and st
 
 # --- the executed course ----------------------------------------------------------
 
+def kernel_manager(sockets: str):
+    """A manager for a fresh python3 kernel talking over Unix sockets (IPC) in the folder ``sockets``.
+
+    IPC rather than TCP: nothing is exposed, so the kernel has nothing to warn about. The path must be
+    absolute, since the kernel runs in the notebook's folder.
+    """
+    from jupyter_client.manager import KernelManager
+
+    if os.name == "posix":
+        return KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
+    return KernelManager(kernel_name="python3")
+
+
 def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None) -> nbformat.NotebookNode:
     """Run a notebook top to bottom in a fresh kernel and return it with outputs.
 
     A failing cell raises ``BuildError`` naming the notebook, the cell number and the error.
     """
-    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory(prefix="course-kernel-") as sockets:
-        # Unix sockets (IPC) rather than TCP: nothing is exposed, so the kernel has nothing to warn about.
-        # Their path must be absolute, since the kernel runs in the notebook's folder.
-        km = (KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
-              if os.name == "posix" else KernelManager(kernel_name="python3"))
+        km = kernel_manager(sockets)
         client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(cwd or path.parent)}})
         try:
