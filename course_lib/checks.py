@@ -373,8 +373,21 @@ def check_ddpm_step(ddpm_step) -> CheckResult:
             # eps32 * |x| / (1 - ab_t), so the tolerance follows the computation's precision
             tolerance = 1e-4 + 10 * torch.finfo(torch.float32).eps * x.abs().max().item() / (1 - ab[t].item())
             if (problem := _compare(got, expected, f"x_(t-1) at t = {t}", tolerance)):
-                if isinstance(got, torch.Tensor) and got.shape == mean.shape and _close(got, mean, 1e-4):
-                    return problem + ": it looks like the noise term sigma_t * z is missing"
+                if isinstance(got, torch.Tensor) and got.shape == mean.shape:
+                    noise = var[t].sqrt() * z if t > 0 else 0
+                    beta = 1 - a[t]
+                    mistakes = {   # the slips the notebook's text warns about, each with its own message
+                        "it looks like the noise term sigma_t * z is missing": mean,
+                        "the mean divides by the square root of alpha_t, this step's alpha, not of alpha-bar_t":
+                            (x - beta / (1 - ab[t]).sqrt() * eps) / ab[t].sqrt() + noise,
+                        "the predicted noise is subtracted from x_t, not added":
+                            (x + beta / (1 - ab[t]).sqrt() * eps) / a[t].sqrt() + noise,
+                        "the fresh noise is scaled by the standard deviation, the square root of the posterior "
+                        "variance, not by the variance itself": mean + (var[t] * z if t > 0 else 0),
+                    }
+                    for message, wrong in mistakes.items():
+                        if _close(got, wrong, tolerance):
+                            return f"{problem}: {message}"
                 return problem
         return None
 

@@ -89,6 +89,19 @@ def good_ddpm_step(noise_pred, t, x_t, z, alphas, alphas_cumprod, posterior_vari
 
 def test_ddpm_step_check():
     assert checks.check_ddpm_step(good_ddpm_step)
+
+    def slip(kind):
+        def step(eps, t, x, z, a, ab, var):
+            alpha = ab[t] if kind == "abar" else a[t]
+            sign = -1 if kind == "sign" else 1
+            mean = (x - sign * (1 - a[t]) / (1 - ab[t]).sqrt() * eps) / alpha.sqrt()
+            scale = var[t] if kind == "variance" else var[t].sqrt()
+            return mean if t == 0 else mean + scale * z
+        return step
+
+    assert "alpha_t, this step's alpha" in checks.check_ddpm_step(slip("abar")).message
+    assert "subtracted" in checks.check_ddpm_step(slip("sign")).message
+    assert "standard deviation" in checks.check_ddpm_step(slip("variance")).message
     no_noise = lambda eps, t, x, z, a, ab, v: good_ddpm_step(eps, 0, x, z, a, ab, v) * 0 + (x - (1 - a[t]) / (1 - ab[t]).sqrt() * eps) / a[t].sqrt()
     assert "sigma_t * z is missing" in checks.check_ddpm_step(no_noise).message
     noise_at_zero = lambda eps, t, x, z, a, ab, v: (x - (1 - a[t]) / (1 - ab[t]).sqrt() * eps) / a[t].sqrt() + v[max(t, 1)].sqrt() * z
