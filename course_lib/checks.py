@@ -480,49 +480,64 @@ def check_reparameterize(reparameterize) -> CheckResult:
 # --- notebook 04 -----------------------------------------------------------------
 
 def check_contrastive_loss(clip_loss) -> CheckResult:
-    """Exercise: ``clip_loss(logits) -> scalar``, CLIP's symmetric cross-entropy.
+    """Exercise: ``clip_loss(image_features, text_features, logit_scale) -> scalar``, CLIP's loss with its temperature.
 
-    logits: (B, B), row i = image i against every caption; the right caption of image i is caption i.
+    image_features, text_features: (B, d), unit length; row i of each belong together. logit_scale: s, a 0-dim
+    tensor; the similarities are multiplied by e^s = 1 / temperature before the symmetric cross-entropy.
     """
     exercise = "contrastive loss"
     clip_loss = _student(clip_loss)
     guide = Guide(
-        task=("clip_loss(logits) returns one number (a 0-dim tensor or a float); logits is (B, B): row i holds "
-              "image i's scaled similarities to the B captions, and caption i belongs to image i."),
-        hints=("Each row is a B-way classification: which caption is mine? Each column is the same question "
-               "asked by a caption about the images.",
-               "The right answer for row i (and for column i) is index i. Score the rows with cross-entropy, "
-               "score the columns the same way (transpose), and average the two.",
-               "L = ½ (CE(logits, [0, …, B−1]) + CE(logitsᵀ, [0, …, B−1])), CE the mean cross-entropy."),
-        solution=("targets = torch.arange(logits.shape[0])\n"
+        task=("clip_loss(image_features, text_features, logit_scale) returns one number (a 0-dim tensor or a float); "
+              "image_features and text_features are (B, d) and already unit length, row i of one belongs with row i "
+              "of the other; logit_scale is s, a 0-dim tensor, the log of one over the temperature."),
+        hints=("Three things happen: compare every image with every caption, sharpen the comparison by the "
+               "temperature, and ask each image (and each caption) to pick its partner.",
+               "Unit vectors make the similarity of two rows their dot product, so one matrix product gives the "
+               "(B, B) table. The temperature enters as a factor e^s (s is a logarithm; e^s is large, so the "
+               "similarities are multiplied, not divided). Row i is a B-way classification whose right answer is i; so "
+               "is column i. Average the two cross-entropies.",
+               "S = U Wᵀ;  logits = e^s · S;  L = ½ (CE(logits, [0, …, B−1]) + CE(logitsᵀ, [0, …, B−1]))."),
+        solution=("logits = logit_scale.exp() * image_features @ text_features.T\n"
+                  "targets = torch.arange(len(logits))\n"
                   "return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2"))
 
     def attempt():
         if (problem := _callable_problem(clip_loss, "check_contrastive_loss(clip_loss)")):
             return problem
         g = torch.Generator().manual_seed(5)
-        logits = 3 * torch.randn(6, 6, generator=g)
-        logits[0, 3] = 9.0                       # not symmetric: image 0 likes caption 3, not the other way round
-        expected = contrastive_loss(logits)
-        got = clip_loss(logits.clone())
-        targets = torch.arange(6)
-        got = _as_tensor(got)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got_value = got.reshape(())
-            if _close(got_value, F.cross_entropy(logits, targets), 1e-5) \
-                    or _close(got_value, F.cross_entropy(logits.T, targets), 1e-5):
-                return "only one direction: average the image->text and the text->image cross-entropies"
-            if _close(got_value, 2 * expected, 1e-5):
-                return "you added the two directions; CLIP averages them (divide by 2)"
+        images = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
+        texts = F.normalize(images + 0.8 * torch.randn(6, 8, generator=g), dim=-1)   # partners alike, not equal
+        scale = torch.tensor(2.3)
+        similarities = images @ texts.T
+        expected = contrastive_loss(scale.exp() * similarities)
+        got = _as_tensor(clip_loss(images, texts, scale))
         if isinstance(got, torch.Tensor) and got.numel() == 6:
             return "return one number for the batch (F.cross_entropy averages over it), not one per pair"
-        if (problem := _compare(got.reshape(()) if isinstance(got, torch.Tensor) and got.numel() == 1 else got,
-                                expected, "the loss", 1e-5)):
-            return problem
-        perfect = clip_loss(20 * torch.eye(4))
-        return None if float(perfect) < 1e-3 else "a batch whose pairs are all recognised should cost almost 0"
+        if not isinstance(got, torch.Tensor) or got.numel() != 1:
+            return _compare(got, expected, "the loss", 1e-5)
+        got = got.reshape(())
+        targets = torch.arange(6)
+        mistakes = {
+            "the similarities were multiplied by s itself; s is the logarithm of the factor, use e^s":
+                contrastive_loss(scale * similarities),
+            "the similarities were divided by e^s; e^s = 1 / temperature multiplies them (sharper, not flatter)":
+                contrastive_loss(similarities / scale.exp()),
+            "the temperature is missing: the raw similarities in [-1, 1] are too flat for a confident softmax":
+                contrastive_loss(similarities),
+            "only one direction: average the image->text and the text->image cross-entropies":
+                F.cross_entropy(scale.exp() * similarities, targets),
+            "you added the two directions; CLIP averages them (divide by 2)": 2 * expected,
+        }
+        for message, wrong in mistakes.items():
+            if _close(got, wrong.double(), 1e-5):
+                return message
+        if _close(got, F.cross_entropy(scale.exp() * similarities.T, targets).double(), 1e-5):
+            return "only one direction: average the image->text and the text->image cross-entropies"
+        return _compare(got, expected.double(), "the loss", 1e-5)
 
-    return run_check(exercise, attempt, guide, "the symmetric cross-entropy of course_lib.clip.contrastive_loss.")
+    return run_check(exercise, attempt, guide, "the symmetric cross-entropy of course_lib.clip.contrastive_loss, "
+                                               "with the temperature that CLIP learns.")
 
 
 def check_zero_shot(zero_shot_predict) -> CheckResult:

@@ -132,11 +132,16 @@ def test_contrastive_loss_check_catches_the_usual_mistakes():
 
     from course_lib.clip import contrastive_loss
 
-    assert checks.check_contrastive_loss(contrastive_loss)
-    one_way = lambda logits: F.cross_entropy(logits, torch.arange(len(logits)))
-    summed = lambda logits: 2 * contrastive_loss(logits)
-    per_pair = lambda logits: F.cross_entropy(logits, torch.arange(len(logits)), reduction="none")
-    for wrong, words in [(one_way, "one direction"), (summed, "averages"), (per_pair, "one number")]:
+    right = lambda u, w, s: contrastive_loss(s.exp() * u @ w.T)
+    assert checks.check_contrastive_loss(right)
+    one_way = lambda u, w, s: F.cross_entropy(s.exp() * u @ w.T, torch.arange(len(u)))
+    summed = lambda u, w, s: 2 * right(u, w, s)
+    per_pair = lambda u, w, s: F.cross_entropy(s.exp() * u @ w.T, torch.arange(len(u)), reduction="none")
+    no_exp = lambda u, w, s: contrastive_loss(s * u @ w.T)
+    divided = lambda u, w, s: contrastive_loss(u @ w.T / s.exp())
+    no_temperature = lambda u, w, s: contrastive_loss(u @ w.T)
+    for wrong, words in [(one_way, "one direction"), (summed, "averages"), (per_pair, "one number"),
+                         (no_exp, "use e^s"), (divided, "multiplies them"), (no_temperature, "too flat")]:
         result = checks.check_contrastive_loss(wrong)
         assert not result and words in result.message, result.message
 
@@ -191,8 +196,9 @@ def f64_rep(mean, logvar, eps):
     return mean.double() + torch.exp(0.5 * logvar.double()) * eps.double()
 
 
-def f64_clip_loss(logits):
-    t, l = torch.arange(len(logits)), logits.double()
+def f64_clip_loss(image_features, text_features, logit_scale):
+    l = logit_scale.double().exp() * image_features.double() @ text_features.double().T
+    t = torch.arange(len(l))
     return float((F.cross_entropy(l, t) + F.cross_entropy(l.T, t)) / 2)
 
 
@@ -241,7 +247,7 @@ CHECKS_AND_ARGUMENTS = {   # check -> the learner's function's parameter names, 
     checks.check_ddpm_step: "noise_pred, t, x_t, z, alphas, alphas_cumprod, posterior_variance",
     checks.check_kl_divergence: "mean, logvar",
     checks.check_reparameterize: "mean, logvar, eps",
-    checks.check_contrastive_loss: "logits",
+    checks.check_contrastive_loss: "image_features, text_features, logit_scale",
     checks.check_zero_shot: "image_features, text_features",
     checks.check_cross_attention: "image_tokens, text_tokens, W_q, W_k, W_v",
     checks.check_classifier_free_guidance: "noise_uncond, noise_cond, guidance_scale",
