@@ -40,6 +40,24 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     return (out, weights) if return_weights else out
 
 
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, L, d) -> (B, num_heads, L, d / num_heads): each head gets its own slice of every token's numbers.
+
+    The token order must survive: reshape to (B, L, heads, d / heads) first, then swap the two middle axes
+    (reshaping straight to (B, heads, L, ...) would deal one token's numbers out to several tokens).
+    """
+    b, length, dim = x.shape
+    if dim % num_heads:
+        raise ValueError(f"the width ({dim}) must be divisible by num_heads ({num_heads})")
+    return x.view(b, length, num_heads, dim // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, L, d_head) -> (B, L, heads * d_head): the inverse of ``split_heads``."""
+    b, heads, length, d_head = x.shape
+    return x.transpose(1, 2).reshape(b, length, heads * d_head)
+
+
 class SelfAttention2d(nn.Module):
     """Multi-head self-attention over the pixels of a feature map, with a residual connection.
 
@@ -63,11 +81,11 @@ class SelfAttention2d(nn.Module):
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)                        # (B, HW, C)
         q, k, v = self.to_qkv(tokens).chunk(3, dim=-1)
-        split = lambda z: z.view(b, h * w, self.num_heads, c // self.num_heads).transpose(1, 2)
-        out, weights = scaled_dot_product_attention(split(q), split(k), split(v), return_weights=True)
+        heads = [split_heads(z, self.num_heads) for z in (q, k, v)]
+        out, weights = scaled_dot_product_attention(*heads, return_weights=True)
         if self.store_weights:
             self.last_weights = weights.detach()
-        out = out.transpose(1, 2).reshape(b, h * w, c)                          # heads back together
+        out = merge_heads(out)                                                  # (B, HW, C), heads back together
         return x + self.to_out(out).transpose(1, 2).view(b, c, h, w)
 
 
@@ -95,9 +113,7 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
-        b, n, dim = x.shape
-        split = lambda z: z.view(b, z.shape[1], self.num_heads, dim // self.num_heads).transpose(1, 2)
-        q, k, v = split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context))
+        q, k, v = (split_heads(z, self.num_heads) for z in (self.to_q(x), self.to_k(context), self.to_v(context)))
         if self.store_weights:
             out, weights = scaled_dot_product_attention(q, k, v, return_weights=True, attn_mask=attn_mask)
             self.last_weights = weights.detach()      # (B, heads, L, S): which keys each query looked at
@@ -105,7 +121,7 @@ class MultiHeadAttention(nn.Module):
             # The same maths in PyTorch's fused kernel (tests check they agree): faster, and it never
             # stores the (L, S) weights. diffusers makes the same swap (AttnProcessor2_0).
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.to_out(out.transpose(1, 2).reshape(b, n, dim))
+        return self.to_out(merge_heads(out))
 
 
 class SpatialTransformer(nn.Module):

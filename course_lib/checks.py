@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .attention import split_heads as library_split_heads
 from .clip import contrastive_loss
 from .ddpm import noise_prediction_loss
 from .flow import FlowMatchEulerDiscreteScheduler, velocity_loss
@@ -813,3 +814,43 @@ def check_euler_step(euler_step) -> CheckResult:
         return None
 
     return run_check(exercise, attempt, guide, "one step of course_lib.flow.FlowMatchEulerDiscreteScheduler.")
+
+
+def check_split_heads(split_heads) -> CheckResult:
+    """Exercise: ``split_heads(x, num_heads) -> (B, num_heads, L, d / num_heads)`` from x (B, L, d)."""
+    exercise = "split heads"
+    split_heads = _student(split_heads)
+    guide = Guide(
+        task=("split_heads(x, num_heads) returns a tensor of shape (B, num_heads, L, d // num_heads) from x of shape "
+              "(B, L, d); num_heads is an int that divides d."),
+        hints=("Every token keeps all its numbers; each head gets one consecutive slice of them. Only the "
+               "bookkeeping changes, no arithmetic.",
+               "First cut each token's d numbers into num_heads slices, which adds an axis after the token axis; "
+               "then move the head axis in front of the token axis, so that each head holds a whole sequence.",
+               "(B, L, d) → (B, L, h, d/h) → swap axes 1 and 2 → (B, h, L, d/h); head j of token i is "
+               "x[b, i, j·d/h : (j+1)·d/h]."),
+        solution=("b, length, d = x.shape\n"
+                  "return x.reshape(b, length, num_heads, d // num_heads).transpose(1, 2)"))
+
+    def attempt():
+        if (problem := _callable_problem(split_heads, "check_split_heads(split_heads)")):
+            return problem
+        x = torch.arange(2 * 5 * 8, dtype=torch.float32).reshape(2, 5, 8)      # every number tells where it was
+        for heads in (2, 4, 1):
+            got = split_heads(x, heads)
+            expected = library_split_heads(x, heads)
+            if isinstance(got, torch.Tensor) and got.shape == expected.shape and not _close(got, expected, 0):
+                if _close(got, x.reshape(expected.shape), 0):
+                    return ("the shape is right but the numbers are shuffled between tokens: reshaping straight to "
+                            "(B, heads, L, d / heads) deals one token's numbers out to several tokens. Split the "
+                            "width first, (B, L, heads, d / heads), then swap the token and head axes")
+                if _close(got, x.reshape(2, 5, expected.shape[3], heads).permute(0, 3, 1, 2), 0):
+                    return "each head should get a consecutive slice of the width, not every heads-th number"
+            if isinstance(got, torch.Tensor) and got.shape == (2, 5, heads, 8 // heads):
+                return "the head axis should come before the token axis: (B, heads, L, d / heads)"
+            if (problem := _compare(got, expected, f"the result for num_heads={heads}", 0)):
+                return problem
+        return None
+
+    return run_check(exercise, attempt, guide, "the same split as course_lib.attention.split_heads, which "
+                                               "MultiHeadAttention uses.")

@@ -336,5 +336,18 @@ def test_flow_exercises_pass_right_answers_and_name_the_usual_mistakes():
     assert "x0" in checks.check_euler_step(lambda v, s, s_next, x: x - s * v).message
 
 
-CHECKS_AND_ARGUMENTS.update({checks.check_flow_matching_loss: "model, x0, sigma, noise",
+def test_split_heads_check():
+    right = lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(1, 2)
+    assert checks.check_split_heads(right)
+    assert checks.check_split_heads(lambda x, h: right(x.double(), h))                       # float64
+    assert checks.check_split_heads(lambda x, h: x.unflatten(-1, (h, -1)).permute(0, 2, 1, 3))  # written differently
+    scrambled = lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1)
+    assert "shuffled between tokens" in checks.check_split_heads(scrambled).message
+    strided = lambda x, h: x.view(x.shape[0], x.shape[1], -1, h).permute(0, 3, 1, 2)
+    assert "consecutive slice" in checks.check_split_heads(strided).message
+    no_swap = lambda x, h: x.view(x.shape[0], x.shape[1], h, -1)
+    assert "before the token axis" in checks.check_split_heads(no_swap).message
+
+
+CHECKS_AND_ARGUMENTS.update({checks.check_flow_matching_loss: "model, x0, sigma, noise", checks.check_split_heads: "x, num_heads",
                              checks.check_euler_step: "velocity, sigma, sigma_next, x"})
