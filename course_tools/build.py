@@ -119,8 +119,10 @@ Each **Your turn** cell has a function to complete. Replace
     # YOUR CODE HERE
     raise NotImplementedError()
 
-with your code, run the cell, and the check under it says ✅ Correct! or ❌ Not yet with a hint.
-Later cells use the library's version, so an unsolved exercise never stops a notebook.
+with your code, run the cell, and the check under it says ✅ Correct! or ❌ Not yet with a hint. Each
+further "Not yet" gives a more specific hint (the idea, then the formula), never code; `checks.hint("name")`
+asks for the next hint, and `checks.solution("name")` shows code once you have tried (the name is the one the
+check prints). Later cells use the library's version, so an unsolved exercise never stops a notebook.
 
 | notebook | the function you write |
 |---|---|

@@ -53,6 +53,7 @@ def _quick(path):
     params = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
     if params is not None:
         params.source = re.sub(r"DEMO_TRAIN_STEPS = \d+", "DEMO_TRAIN_STEPS = 20", params.source)
+        params.source = re.sub(r"TOY_TRAIN_STEPS = \d+", "TOY_TRAIN_STEPS = 200", params.source)
     nbformat.write(nb, path)
 
 
