@@ -241,7 +241,12 @@ def check_q_sample(q_sample) -> CheckResult:
             alphas = schedule.alphas.float()[t].view(-1, 1, 1, 1)
             if _close(got, alphas.sqrt() * x0 + (1 - alphas).sqrt() * noise, 1e-4):
                 return problem + ": it looks like you used alpha_t for one step, not the cumulative product"
-            if _close(got[:1], expected[:1], 1e-4):
+            shifted = ab[t - 1].view(-1, 1, 1, 1)
+            if _close(got[1:], (shifted.sqrt() * x0 + (1 - shifted).sqrt() * noise)[1:], 1e-4):
+                return problem + (": it looks like alphas_cumprod[t - 1] (the paper counts t from 1); here t is "
+                                  "already the 0-based index, so use alphas_cumprod[t]")
+            if _close(got[:1], expected[:1], 1e-4) and _close(got, ab[t[0]].sqrt() * x0 + (1 - ab[t[0]]).sqrt() * noise,
+                                                               1e-4):
                 return problem + ": correct for the first image only; does every image use its own t?"
         return problem
 
@@ -660,6 +665,9 @@ def check_classifier_free_guidance(guided) -> CheckResult:
             got = guided(uncond.clone(), cond.clone(), scale)
             expected = guided_noise(uncond, cond, scale)
             if isinstance(got, torch.Tensor) and got.shape == expected.shape and not _close(got, expected, 1e-5):
+                if _close(got, cond, 1e-5) or _close(got, uncond + (cond - uncond), 1e-5):
+                    return (f"with guidance_scale={scale} you returned the conditional prediction: the scale must "
+                            "multiply the step from the unconditional prediction towards the conditional one")
                 if _close(got, cond + scale * (cond - uncond), 1e-5):
                     return "start from the unconditional prediction, not the conditional one (scale 1 must give cond)"
                 if _close(got, cond + scale * (uncond - cond), 1e-5) or \
@@ -705,8 +713,9 @@ def check_img2img_timesteps(img2img_timesteps) -> CheckResult:
                 if _close(got, timesteps[:n], 0):
                     return ("those are the noisiest steps; img2img starts part-way down the schedule, so keep the "
                             "last ones (the least noisy)")
-            if isinstance(got, torch.Tensor) and len(got) == 50 - n and n not in (0, 50):
-                return f"with strength {strength}, {n} of the 50 steps should run (strength is the share that runs)"
+            if isinstance(got, torch.Tensor) and len(got) == 50 - n and n != 50 - n:
+                return (f"with strength {strength}, {n} of the 50 steps should run, you ran {len(got)}: strength is "
+                        "the share that runs, not the share skipped")
             if (problem := _compare(got, expected, f"the timesteps for strength {strength}", atol=0)):
                 return problem
         return None

@@ -351,3 +351,13 @@ def test_split_heads_check():
 
 CHECKS_AND_ARGUMENTS.update({checks.check_flow_matching_loss: "model, x0, sigma, noise", checks.check_split_heads: "x, num_heads",
                              checks.check_euler_step: "velocity, sigma, sigma_next, x"})
+
+
+def test_the_diagnoses_a_fresh_student_run_found_wrong_are_right_now():
+    forgot_scale = lambda uncond, cond, scale: cond
+    assert "scale must multiply" in checks.check_classifier_free_guidance(forgot_scale).message
+    paper_indexing = lambda x0, t, noise, ab: (ab[t - 1].view(-1, 1, 1, 1).sqrt() * x0
+                                               + (1 - ab[t - 1].view(-1, 1, 1, 1)).sqrt() * noise)
+    assert "t - 1" in checks.check_q_sample(paper_indexing).message
+    inverted = lambda timesteps, strength: timesteps[int(len(timesteps) * strength):]
+    assert "not the share skipped" in checks.check_img2img_timesteps(inverted).message
