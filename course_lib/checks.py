@@ -282,6 +282,10 @@ def check_cosine_schedule(cosine_betas) -> CheckResult:
                 return f"for T = {T} you returned {T + 1} betas; there are T betas (one per step) from T + 1 alpha-bars"
             if got.ndim == 1 and len(got) == T and got.max() > 0.999 + 1e-6:
                 return "the last beta is above 0.999: clip the betas so the final step stays finite"
+            steps = torch.arange(T + 1, dtype=torch.float64) / T
+            unsquared = torch.cos((steps + 0.008) / 1.008 * torch.pi / 2)
+            if got.ndim == 1 and len(got) == T and _close(got, (1 - unsquared[1:] / unsquared[:-1]).clamp(max=0.999), 1e-5):
+                return "alpha-bar is the *square* of the cosine; without the square the noise arrives too slowly"
             if (problem := _compare(got, expected, f"betas for T = {T}", 1e-5)):
                 return problem
         return None
@@ -665,10 +669,11 @@ def check_classifier_free_guidance(guided) -> CheckResult:
             got = guided(uncond.clone(), cond.clone(), scale)
             expected = guided_noise(uncond, cond, scale)
             if isinstance(got, torch.Tensor) and got.shape == expected.shape and not _close(got, expected, 1e-5):
-                if _close(got, cond, 1e-5) or _close(got, uncond + (cond - uncond), 1e-5):
-                    return (f"with guidance_scale={scale} you returned the conditional prediction: the scale must "
-                            "multiply the step from the unconditional prediction towards the conditional one")
-                if _close(got, cond + scale * (cond - uncond), 1e-5):
+                if _close(got, cond, 1e-5) and all(_close(guided(uncond, cond, other), cond, 1e-5) for other in (3.0, 7.5)):
+                    return (f"with guidance_scale={scale} you returned the conditional prediction, and so at every scale: "
+                            "the scale must multiply the step from the unconditional prediction towards the conditional one")
+                if _close(got, cond + scale * (cond - uncond), 1e-5) and \
+                        _close(guided(uncond, cond, 3.0), cond + 3.0 * (cond - uncond), 1e-5):
                     return "start from the unconditional prediction, not the conditional one (scale 1 must give cond)"
                 if _close(got, cond + scale * (uncond - cond), 1e-5) or \
                         _close(got, uncond + scale * (uncond - cond), 1e-5):
@@ -709,6 +714,8 @@ def check_img2img_timesteps(img2img_timesteps) -> CheckResult:
             n = int(50 * strength)
             expected = library_img2img_timesteps(timesteps, strength)
             got = img2img_timesteps(timesteps.clone(), strength)
+            if isinstance(got, (int, float)) or isinstance(got, torch.Tensor) and got.ndim == 0:
+                return "return the timesteps themselves (a 1-D tensor, part of timesteps), not how many of them run"
             if isinstance(got, torch.Tensor) and len(got) == n and n and not _close(got, expected, 0):
                 if _close(got, timesteps[:n], 0):
                     return ("those are the noisiest steps; img2img starts part-way down the schedule, so keep the "
@@ -806,7 +813,7 @@ def check_euler_step(euler_step) -> CheckResult:
             return problem
         g = torch.Generator().manual_seed(5)
         x, velocity = torch.randn(3, 1, 28, 28, generator=g), torch.randn(3, 1, 28, 28, generator=g)
-        for sigma, sigma_next in ((1.0, 0.75), (0.5, 0.0), (0.3, 0.29)):
+        for sigma, sigma_next in ((0.3, 0.29), (1.0, 0.75), (0.5, 0.0)):   # the first tells the slips apart
             got = euler_step(velocity, sigma, sigma_next, x)
             scheduler = FlowMatchEulerDiscreteScheduler()
             scheduler.set_timesteps(sigmas=[sigma, sigma_next])       # one step between the two levels
@@ -818,6 +825,8 @@ def check_euler_step(euler_step) -> CheckResult:
                 if _close(got, x - sigma * velocity, 1e-5):
                     return ("that is the jump all the way to the clean-image guess x0 = x − σ v; one step only "
                             "goes as far as σ'")
+                if _close(got, x - velocity, 1e-5) or _close(got, x + velocity, 1e-5):
+                    return "the step must be scaled by how far the noise level moves, σ' − σ, not taken whole"
             if (problem := _compare(got, expected, f"x at σ' = {sigma_next} (from σ = {sigma})", 1e-5)):
                 return problem
         return None

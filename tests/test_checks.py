@@ -361,3 +361,50 @@ def test_the_diagnoses_a_fresh_student_run_found_wrong_are_right_now():
     assert "t - 1" in checks.check_q_sample(paper_indexing).message
     inverted = lambda timesteps, strength: timesteps[int(len(timesteps) * strength):]
     assert "not the share skipped" in checks.check_img2img_timesteps(inverted).message
+
+
+def test_every_exercise_names_at_least_three_mistakes():
+    """Issue 19: each exercise's usual slips get their own message (those not covered by the tests above)."""
+    import math as m
+
+    def cos_betas(T, s=0.008, square=2):
+        steps = torch.arange(T + 1, dtype=torch.float64) / T
+        f = torch.cos((steps + s) / (1 + s) * m.pi / 2) ** square
+        return (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    assert checks.check_cosine_schedule(cos_betas)
+    assert "square" in checks.check_cosine_schedule(lambda T, s=0.008: cos_betas(T, s, square=1)).message
+
+    def attend(image, text, W_q, W_k, W_v, scale=True, axis=-1, weights_only=False):
+        q, k, v = image @ W_q, text @ W_k, text @ W_v
+        scores = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5 if scale else 1)
+        w = scores.softmax(axis)
+        return w if weights_only else w @ v
+    assert checks.check_cross_attention(attend)
+    assert checks.check_cross_attention(lambda *a: attend(*(x.double() for x in a)))          # float64
+    for kwargs, words in [(dict(scale=False), "sqrt(d)"), (dict(axis=1), "last dimension"),
+                          (dict(weights_only=True), "attention weights")]:
+        assert words in checks.check_cross_attention(lambda *a, kw=kwargs: attend(*a, **kw)).message
+    from_text = lambda image, text, W_q, W_k, W_v: attend(text, image, W_k, W_q, W_v.new_zeros(0, 0)) if False else \
+        ((text @ W_k) @ (image @ W_q).transpose(-2, -1) / W_q.shape[1] ** 0.5).softmax(-1) @ (image @ W_q)
+    assert "queries must come from the image" in checks.check_cross_attention(from_text).message
+
+    start_cond = lambda u, c, s: c + s * (c - u)
+    reversed_direction = lambda u, c, s: u + s * (u - c)
+    for wrong, words in [(start_cond, "unconditional prediction, not the conditional"),
+                         (reversed_direction, "direction is cond - uncond")]:
+        assert words in checks.check_classifier_free_guidance(wrong).message
+
+    noisiest = lambda ts, strength: ts[:int(len(ts) * strength)]
+    how_many = lambda ts, strength: int(len(ts) * strength)
+    assert "noisiest steps" in checks.check_img2img_timesteps(noisiest).message
+    assert "not how many" in checks.check_img2img_timesteps(how_many).message
+    assert checks.check_img2img_timesteps(lambda ts, strength: ts[len(ts) - int(len(ts) * strength):])
+    assert checks.check_img2img_timesteps(lambda ts, strength: ts.flip(0)[:int(len(ts) * strength)].flip(0))
+
+    def loss(model, x0, sigma, noise, mix_reversed=False, target_noise=False):
+        s = sigma.view(-1, 1, 1, 1)
+        x = s * x0 + (1 - s) * noise if mix_reversed else (1 - s) * x0 + s * noise
+        return ((model(x, 1000 * sigma) - (noise if target_noise else noise - x0)) ** 2).mean()
+    assert "mix is reversed" in checks.check_flow_matching_loss(lambda *a: loss(*a, mix_reversed=True)).message
+    assert "not the noise alone" in checks.check_flow_matching_loss(lambda *a: loss(*a, target_noise=True)).message
+    assert "scaled by how far" in checks.check_euler_step(lambda v, s, s_next, x: x - v).message
