@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -188,13 +187,12 @@ def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.d
     device = torch.device(device) if device is not None else get_device()
     run_dir = Path(run_dir or f"runs/{name}")
     dataset, loss_fn, info = recipe.prepare(settings, device)
-    start = time.time()
     result = train(recipe.network(settings), loss_fn, dataset, **{k: settings[k] for k in TRAIN_ARGUMENTS if k in settings},
                    checkpoint_path=run_dir / "state.pt", checkpoint_every=250, device=device,
                    progress=progress, desc=name)
     model = result.ema_model
     info = {**settings, **info, "steps": result.steps_done,
-            "train_seconds": round(_accumulated_seconds(run_dir, time.time() - start)),
+            "train_seconds": round(result.seconds),
             "hardware": _hardware(device), "data": load_mnist("train").source,
             "final_loss_avg100": round(sum(result.losses[-100:]) / len(result.losses[-100:]), 5),
             "script": f"scripts/train.py {name}"}
@@ -206,12 +204,3 @@ def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.d
 def _hardware(device: torch.device) -> str:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     return f"{platform.machine()}, {where}, device {device}"
-
-
-def _accumulated_seconds(run_dir: Path, seconds: float) -> float:
-    """Wall time summed over every session that worked on this run (runs can be resumed)."""
-    path = Path(run_dir) / "timing.json"
-    total = (json.loads(path.read_text())["seconds"] if path.exists() else 0.0) + seconds
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"seconds": total}))
-    return total

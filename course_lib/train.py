@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class TrainResult:
     ema_model: nn.Module
     losses: list[float] = field(default_factory=list)
     steps_done: int = 0
+    seconds: float = 0.0          # wall time of the steps done, summed over every session that resumed the run
 
 
 def train(model: nn.Module, loss_fn, dataset, *, steps: int, batch_size: int = 64, lr: float = 1e-3,
@@ -95,8 +97,10 @@ def train(model: nn.Module, loss_fn, dataset, *, steps: int, batch_size: int = 6
         torch.set_rng_state(state["torch_rng"])     # dropout draws from the global generator
         result.losses = state["losses"].tolist()
         result.steps_done = int(state["step"])
+        result.seconds = float(state.get("seconds", 0.0))   # kept in the state, so a killed session's work counts
 
     n = len(dataset[0]) if isinstance(dataset, (tuple, list)) else len(dataset)
+    session_start, seconds_before = time.perf_counter(), result.seconds
     bar = tqdm(range(result.steps_done, steps), desc=desc, initial=result.steps_done, total=steps,
                disable=not progress)
     for step in bar:
@@ -114,6 +118,7 @@ def train(model: nn.Module, loss_fn, dataset, *, steps: int, batch_size: int = 6
         ema.update(model)
         result.losses.append(loss.item())
         result.steps_done = step + 1
+        result.seconds = seconds_before + time.perf_counter() - session_start
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(result.losses[-50:]) / len(result.losses[-50:]):.4f}")
         if path and (result.steps_done % checkpoint_every == 0 or result.steps_done == steps):
@@ -121,7 +126,7 @@ def train(model: nn.Module, loss_fn, dataset, *, steps: int, batch_size: int = 6
                             optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(),
                             generator=generator.get_state(), torch_rng=torch.get_rng_state(),
                             losses=torch.tensor(result.losses),
-                            step=result.steps_done)
+                            step=result.steps_done, seconds=result.seconds)
     model.eval()
     return result
 

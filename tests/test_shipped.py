@@ -179,3 +179,20 @@ def test_img2img_keeps_the_input_at_low_strength_and_follows_the_prompt_at_high(
     assert (low - sevens).abs().mean() < (high - sevens).abs().mean()
     assert (predict(classifier, low) == 7).float().mean() >= 0.8
     assert (predict(classifier, high) == 2).float().mean() >= 0.8
+
+
+def test_flow_model_draws_every_digit_in_eight_euler_steps():
+    """The shipped flow-matching model (notebook 07): deterministic, and its 8-step digits are digits of every kind."""
+    flow = pipelines.load("flow", device="cpu")
+    a = flow(batch_size=200, num_inference_steps=8, sampler="euler", seed=0, progress=False)
+    assert a.shape == (200, 1, 28, 28) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a[:4], flow(batch_size=200, num_inference_steps=8, seed=0, progress=False)[:4])
+    classifier = load_classifier()
+    shares = torch.bincount(predict(classifier, a), minlength=10).float() / len(a)
+    assert (shares > 0.03).all(), shares          # every class drawn (a collapsed model fails this)
+    with torch.no_grad():
+        heldout = load_mnist("test").images[:200]            # the held-out digits
+        features = classifier_features(classifier, a), classifier_features(classifier, heldout)
+        noise = classifier_features(classifier, torch.rand(200, 1, 28, 28))
+    # far closer to real digits than noise is (the fully trained model is measured properly by bench/flow_bench.py)
+    assert frechet_distance(*features) < 0.2 * frechet_distance(noise, features[1])

@@ -175,3 +175,20 @@ def test_diffusion_loss_for_x0_and_v_networks(prediction_type):
     assert noise_oracle_loss.item() > 0.1          # the targets really differ
     with pytest.raises(ValueError, match="prediction_type must be one of"):
         diffusion_loss(schedule, "x0")
+
+
+def test_training_time_survives_a_resumed_run(tmp_path):
+    """Provenance: the seconds of a run interrupted and resumed add up (they live in the resumable state)."""
+    import torch.nn as nn
+
+    from course_lib.train import train
+
+    model = nn.Linear(2, 1)
+    data = (torch.randn(64, 2),)
+    loss_fn = lambda m, batch, g: (m(batch[0]) ** 2).mean()
+    first = train(model, loss_fn, data, steps=3, batch_size=8, checkpoint_path=tmp_path / "s.pt", checkpoint_every=3,
+                  progress=False)
+    assert first.seconds > 0
+    resumed = train(nn.Linear(2, 1), loss_fn, data, steps=6, batch_size=8, checkpoint_path=tmp_path / "s.pt",
+                    checkpoint_every=3, progress=False)
+    assert resumed.steps_done == 6 and resumed.seconds > first.seconds
