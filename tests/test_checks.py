@@ -327,6 +327,8 @@ def test_flow_exercises_pass_right_answers_and_name_the_usual_mistakes():
 
     assert checks.check_flow_matching_loss(loss)
     assert checks.check_flow_matching_loss(lambda *a: loss(*a).item())          # a Python float is one number too
+    f64 = lambda model, x0, sigma, noise: loss(lambda x, t: model(x, t).double(), x0.double(), sigma.double(), noise.double())
+    assert checks.check_flow_matching_loss(f64)                                  # float64
     assert "other way" in checks.check_flow_matching_loss(lambda *a: loss(*a, flip=True)).message
     assert "1000" in checks.check_flow_matching_loss(lambda *a: loss(*a, timestep_scale=1)).message
 
