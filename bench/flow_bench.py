@@ -122,7 +122,8 @@ def markdown_table(result) -> str:
     floor = [f for r in rows for f in r["floor"]]
     train = {name: f"{info['steps']:,} steps of {info['batch_size']}, {info['train_seconds']:,} s on {info['hardware']}"
              for name, info in result["checkpoints"].items()}
-    lines = [f"The shipped DDPM and flow-matching model: the same U-Net, data and training budget. "
+    lines = [f"The shipped DDPM and flow-matching model: the same U-Net, data and training recipe (steps, batch size, "
+             "learning rate, EMA; the wall-clock times below are not comparable). "
              f"{result['num_samples']:,} samples per seed, seeds {result['seeds']}, each against "
              f"{result['num_samples']:,} held-out digits, ranges over the seeds; floor (as many training-pool digits "
              f"against the same reference) {span(floor, '{:.1f}')}. Sampling on {result['machine']}.", "",
@@ -134,7 +135,8 @@ def markdown_table(result) -> str:
                      f"{span(r['precision'])} | {span(r['recall'])} | {span(r['min_class_share'], '{:.1%}')} / "
                      f"{span(r['max_class_share'], '{:.1%}')} | {seconds} |")
     lines += ["", f"Training: DDPM {train['ddpm']}; flow {train['flow']}. Heun's last step is an Euler step "
-              "(it ends on the clean image), so n Heun steps cost 2n - 1 network calls; one Heun step is one Euler step."]
+              "(it ends on the clean image), so n Heun steps cost 2n - 1 network calls; one Heun step is one Euler step. "
+              "DPM-Solver++(2M) at 1 and 2 steps is DDIM (its first and last steps are first order)."]
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,7 @@
     sampling:  x_1 ~ N(0, I);  x_{sigma'} = x_sigma + (sigma' - sigma) v_pred   (Euler, sigma' < sigma)
 
 The network learns the *average* velocity of all the straight lines through a point, so the paths it
-draws are not exactly straight, but much straighter than a diffusion model's, and few Euler steps do.
+draws are not exactly straight: they bend where the roads of different pairs cross (notebook 07 measures it).
 Stable Diffusion 3 and Flux are trained this way; the schedulers below carry ``diffusers``' names
 (``FlowMatchEulerDiscreteScheduler``, ``FlowMatchHeunDiscreteScheduler``) and its convention
 (``timesteps = 1000 * sigmas``, so the same U-Net and time embedding serve both kinds of model).

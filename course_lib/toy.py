@@ -89,8 +89,8 @@ def train_toy(kind: str, steps: int = 4000, batch_size: int = 256, seed: int = 0
 def toy_trajectories(net: ToyNet, kind: str, noise: torch.Tensor, num_inference_steps: int) -> torch.Tensor:
     """Run the sampler from ``noise`` (B, 2); returns every point it visits, (num_inference_steps + 1, B, 2).
 
-    kind "diffusion": DDIM (eta = 0), the Euler step of diffusion's probability-flow ODE, with the pixel
-    DDPM's settings; kind "flow": Euler steps of the learned velocity from sigma = 1 to 0.
+    kind "diffusion": DDIM (eta = 0), an Euler step of diffusion's probability-flow ODE in rescaled coordinates
+    (``flow.from_diffusion``), with the pixel DDPM's settings (clipping included); kind "flow": Euler steps of the learned velocity from sigma = 1 to 0.
     """
     _check_kind(kind)
     scheduler = DDIMScheduler() if kind == "diffusion" else FlowMatchEulerDiscreteScheduler()
