@@ -12,7 +12,6 @@ is the command line around it; it runs the same recipes that made every shipped 
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +45,7 @@ DDPM_TRAINING = dict(steps=12000, batch_size=64, lr=1e-3, warmup_steps=300, ema_
                      prediction_type="epsilon", base_channels=DDPM_UNET_CONFIG["base_channels"])
 # Flow matching (notebook 07): the same U-Net and the same training budget as the DDPM, so that the
 # two are compared at equal training compute; only the path and the target differ.
-FLOW_TRAINING = dict(steps=DDPM_TRAINING["steps"], batch_size=DDPM_TRAINING["batch_size"], lr=DDPM_TRAINING["lr"],
-                     warmup_steps=DDPM_TRAINING["warmup_steps"], ema_decay=DDPM_TRAINING["ema_decay"], seed=0,
-                     time_sampling="uniform", base_channels=DDPM_UNET_CONFIG["base_channels"])
+FLOW_TRAINING = {**{k: v for k, v in DDPM_TRAINING.items() if k != "prediction_type"}, "time_sampling": "uniform"}
 # The three autoencoders of notebook 03: name -> (model class, config, training settings).
 # kl_weight None means no KL term (the plain autoencoder).
 AUTOENCODERS = {
@@ -98,6 +95,11 @@ def _pool():
     """The training pool as (images, labels)."""
     pool = load_mnist("train")
     return (pool.images, pool.labels)
+
+
+def _pixel_unet(settings):
+    """The pixel-space U-Net the DDPM and the flow model share, at the width the settings ask for."""
+    return UNet(**{**DDPM_UNET_CONFIG, "base_channels": settings["base_channels"]})
 
 
 def _prepare_ddpm(settings, device):
@@ -154,10 +156,8 @@ def _prepare_ldm(settings, device):
 
 RECIPES = {
     "classifier": Recipe(lambda settings: MNISTClassifier(), CLASSIFIER_TRAINING, _prepare_classifier, _finish_classifier),
-    "ddpm": Recipe(lambda settings: UNet(**{**DDPM_UNET_CONFIG, "base_channels": settings["base_channels"]}),
-                   DDPM_TRAINING, _prepare_ddpm),
-    "flow": Recipe(lambda settings: UNet(**{**DDPM_UNET_CONFIG, "base_channels": settings["base_channels"]}),
-                   FLOW_TRAINING, _prepare_flow),
+    "ddpm": Recipe(_pixel_unet, DDPM_TRAINING, _prepare_ddpm),
+    "flow": Recipe(_pixel_unet, FLOW_TRAINING, _prepare_flow),
     **{name: Recipe(lambda settings, model_class=model_class, config=config: model_class(**config), training,
                     _prepare_autoencoder, _finish_spatial_vae if model_class is ConvVAE else None)
        for name, (model_class, config, training) in AUTOENCODERS.items()},
