@@ -33,12 +33,13 @@ STEPS = (1, 2, 4, 8, 16, 50)
 # (row, model, sampler): "ddpm on flow clock" is the DDPM's network driven as a flow (flow.DiffusionAsFlow):
 # DDIM's own step, taken at the flow's evenly spaced noise levels instead of DDIM's evenly spaced t.
 # "euler shift 3": the flow's clock bent towards high noise (SD3's time shift), where MNIST wants more steps.
+# "reflow euler": the flow model after one round of reflow (recipe "reflow"): more training than the others.
 METHODS = [("ddim", "ddpm", "ddim", {}), ("dpmsolver", "ddpm", "dpmsolver", {}),
            ("ddpm on flow clock", "ddpm", "euler", {}), ("euler", "flow", "euler", {}), ("heun", "flow", "heun", {}),
-           ("euler shift 3", "flow", "euler", {"shift": 3.0})]
+           ("euler shift 3", "flow", "euler", {"shift": 3.0}), ("reflow euler", "reflow", "euler", {})]
 NAMES = {"ddim": "diffusion, DDIM", "dpmsolver": "diffusion, DPM-Solver++(2M)",
          "ddpm on flow clock": "diffusion, DDIM step on the flow's clock", "euler": "flow, Euler", "heun": "flow, Heun",
-         "euler shift 3": "flow, Euler, clock shifted (shift 3)"}
+         "euler shift 3": "flow, Euler, clock shifted (shift 3)", "reflow euler": "flow after one reflow, Euler"}
 SEEDS = (0, 1)
 
 
@@ -54,7 +55,7 @@ def main():
     parser.add_argument("--timing-batch", type=int, default=100)
     parser.add_argument("--max-steps", type=int, default=max(STEPS), help="measure only rows with at most this many steps")
     parser.add_argument("--no-timing", action="store_true", help="skip the timing passes (while the machine is busy)")
-    parser.add_argument("--models", default="ddpm,flow", help="measure rows of these models only (comma-separated)")
+    parser.add_argument("--models", default="ddpm,flow,reflow", help="measure rows of these models only (comma-separated)")
     parser.add_argument("--retime", action="store_true",
                         help="time every row again (do it alone on the machine, so that all rows are timed alike)")
     parser.add_argument("--force", action="store_true", help="measure every row again")
@@ -134,7 +135,9 @@ def markdown_table(result) -> str:
         lines.append(f"| {NAMES[r['sampler']]} | {r['steps']} | {r['network_calls']} | {span(r['ratio'])} | "
                      f"{span(r['precision'])} | {span(r['recall'])} | {span(r['min_class_share'], '{:.1%}')} / "
                      f"{span(r['max_class_share'], '{:.1%}')} | {seconds} |")
-    lines += ["", f"Training: DDPM {train['ddpm']}; flow {train['flow']}. Heun's last step is an Euler step "
+    reflow = result["checkpoints"]["reflow"]
+    lines += ["", f"Training: DDPM {train['ddpm']}; flow {train['flow']}. The reflow row is extra work on top of the "
+              f"flow model: {reflow['pairs']} (the pairs), then {train['reflow']} (fine-tuning on them). Heun's last step is an Euler step "
               "(it ends on the clean image), so n Heun steps cost 2n - 1 network calls; one Heun step is one Euler step. "
               "DPM-Solver++(2M) at 1 and 2 steps is DDIM (its first and last steps are first order)."]
     return "\n".join(lines) + "\n"

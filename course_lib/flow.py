@@ -269,16 +269,56 @@ class FlowMatchingPipeline:
         """
         check_int("batch_size", batch_size, 1, 10_000)
         check_int("seed", seed, 0, MAX_SEED)
+        noise = torch.randn((batch_size, *self.sample_shape), generator=torch.Generator().manual_seed(seed))
+        return denormalize(self.solve(noise, num_inference_steps, sampler, shift, callback, progress)).cpu()
+
+    @torch.no_grad()
+    def solve(self, noise: torch.Tensor, num_inference_steps: int = 8, sampler: str = "euler", shift: float = 1.0,
+              callback=None, progress: bool = True) -> torch.Tensor:
+        """Integrate the learned flow from ``noise`` (B, C, H, W) at sigma = 1 to sigma = 0.
+
+        Returns the end point in the network's range (about [-1, 1], not clipped), on the network's device:
+        ``__call__`` turns it into digits; ``reflow_pairs`` keeps it as the partner of its noise.
+        """
         if sampler not in FLOW_SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(map(repr, FLOW_SAMPLERS))}, got {sampler!r}")
+        if tuple(noise.shape[1:]) != self.sample_shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}; this model draws (B, {self.sample_shape})")
         scheduler = FLOW_SAMPLERS[sampler](shift=shift)
         scheduler.set_timesteps(num_inference_steps)
         device = next(self.unet.parameters()).device
-        sample = torch.randn((batch_size, *self.sample_shape), generator=torch.Generator().manual_seed(seed)).to(device)
+        sample = noise.to(device)
         for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"flow {sampler}", disable=not progress, leave=False)):
-            velocity = self.unet(sample, torch.full((batch_size,), float(t), device=device))
+            velocity = self.unet(sample, torch.full((sample.shape[0],), float(t), device=device))
             out = scheduler.step(velocity, t, sample)
             sample = out.prev_sample
             if callback is not None:
                 callback(i, float(t), sample, out.pred_original_sample)
-        return denormalize(sample).cpu()
+        return sample
+
+
+def reflow_pairs(pipe: FlowMatchingPipeline, num_pairs: int, num_inference_steps: int = 16, sampler: str = "heun",
+                 seed: int = 0, batch_size: int = 500, progress: bool = True):
+    """Reflow's training data (Liu et al. 2023): fresh noise and the digit the trained flow carries it to.
+
+    Returns (noise, x0), each (num_pairs, C, H, W) on the CPU, x0 in about [-1, 1]. A model trained on
+    these *coupled* pairs, instead of independent (noise, digit) pairs, learns roads that no longer cross,
+    so they can be straight, and few Euler steps follow them.
+    """
+    check_int("num_pairs", num_pairs, 1, 10**7)
+    noise = torch.randn((num_pairs, *pipe.sample_shape), generator=torch.Generator().manual_seed(seed))
+    x0 = torch.cat([pipe.solve(chunk, num_inference_steps, sampler, progress=False).cpu()
+                    for chunk in tqdm(noise.split(batch_size), desc="reflow pairs", disable=not progress)])
+    return noise, x0
+
+
+def reflow_loss(time_sampling: str = "uniform"):
+    """The flow-matching loss on coupled pairs: batch = (noise, x0) from ``reflow_pairs``, for ``train``."""
+    sample_sigmas(1, time_sampling=time_sampling)
+
+    def loss_fn(model, batch, generator):
+        noise, x0 = batch
+        sigma = sample_sigmas(x0.shape[0], generator, time_sampling).to(x0.device)
+        return velocity_loss(model, x0, sigma, noise)
+
+    return loss_fn

@@ -28,7 +28,7 @@ from .unet import UNet
 from .vae import VAE, AutoEncoder, ConvVAE
 
 # name -> the network class its checkpoint holds
-MODELS = {"classifier": MNISTClassifier, "ddpm": UNet, "flow": UNet, "ae2d": AutoEncoder, "vae2d": VAE, "vae": ConvVAE,
+MODELS = {"classifier": MNISTClassifier, "ddpm": UNet, "flow": UNet, "reflow": UNet, "ae2d": AutoEncoder, "vae2d": VAE, "vae": ConvVAE,
           "clip": CLIP, "ldm": UNet}
 
 
@@ -38,6 +38,7 @@ def load(name: str, device: torch.device | str | None = None):
     ``"ddpm"``: a ``DDPMPipeline``, ``pipe(batch_size, num_inference_steps, sampler, seed)`` -> digits.
     ``"flow"``: a ``FlowMatchingPipeline`` (notebook 07), ``pipe(batch_size, num_inference_steps=8,
     sampler="euler", seed=0)`` -> digits; the same U-Net as the DDPM, trained by flow matching.
+    ``"reflow"``: the same, after one round of reflow (fine-tuned on its own noise-digit pairs): straighter paths.
     ``"vae"``: the spatial ``ConvVAE``: ``vae.encode(x)`` (x (B, 1, 28, 28) in [0, 1]) gives the latent
     distribution (``.mean``, ``.logvar``, ``.sample()``), each (B, 4, 7, 7); ``vae.decode(z)`` gives
     digits back in [0, 1]; ``vae.scaling_factor`` turns latents into unit-variance ones for diffusion.
@@ -65,7 +66,7 @@ def assemble(name: str, model: nn.Module, info: dict, device: torch.device | str
     model = model.to(device).eval()
     if name == "ddpm":
         return DDPMPipeline(model, prediction_type=info.get("prediction_type", "epsilon"), info=info)
-    if name == "flow":
+    if name in ("flow", "reflow"):
         return FlowMatchingPipeline(model, info=info)
     if name == "ldm":
         clip = load("clip", device)

@@ -105,6 +105,7 @@ class Tokenizer:
     def _unknown_message(self, word: str, text: str) -> str:
         close = difflib.get_close_matches(word, [w for w in self.vocabulary if w not in SPECIAL_TOKENS], n=3, cutoff=0.5)
         suggestion = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        known = ", ".join(w for w in self.vocabulary if w.isalpha() and len(w) > 2)
+        known = ", ".join(w for w in self.vocabulary if w.isalpha())
+        comma = ", the comma" if "," in self.vocabulary else ""
         return (f"the word {word!r} in {text!r} is not in the vocabulary.{suggestion} "
-                f"This small CLIP knows only the words of its captions: {known}, and the digits 0-9.")
+                f"This small CLIP knows only the words of its captions: {known}{comma} and the digits 0-9.")

@@ -175,7 +175,7 @@ def decode_grid(decode, lo, hi, n: int = 12) -> torch.Tensor:
 
 
 def plot_similarity(similarity: torch.Tensor, row_labels=None, col_labels=None, title: str = "", ax=None,
-                    vmin: float = -1.0, vmax: float = 1.0):
+                    vmin: float = -1.0, vmax: float = 1.0, colorbar_label: str = "cosine similarity"):
     """A similarity matrix as a heat map: similarity (R, C), e.g. cosine similarities in [-1, 1]; returns the Axes.
 
     Used for CLIP's image-vs-caption matrix (the diagonal holds the matching pairs) and, later,
@@ -187,7 +187,7 @@ def plot_similarity(similarity: torch.Tensor, row_labels=None, col_labels=None, 
     if ax is None:
         _, ax = plt.subplots(figsize=(0.45 * similarity.shape[1] + 2, 0.45 * similarity.shape[0] + 1))
     image = ax.imshow(similarity.numpy(), cmap="viridis", vmin=vmin, vmax=vmax)
-    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=colorbar_label)
     for axis, labels in ((ax.set_yticks, row_labels), (ax.set_xticks, col_labels)):
         if labels is not None:
             axis(range(len(labels)), labels=[str(label) for label in labels], fontsize=8)

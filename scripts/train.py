@@ -1,6 +1,6 @@
 """Train a shipped model by its recipe: python scripts/train.py NAME [--steps N] [--device cuda] [--set KEY=VALUE]
 
-NAME is one of classifier, ddpm, ae2d, vae2d, vae, clip, ldm (``course_lib.recipes.RECIPES``).
+NAME is one of classifier, ddpm, flow, reflow, ae2d, vae2d, vae, clip, ldm (``course_lib.recipes.RECIPES``).
 It trains on the MNIST training pool (never the held-out digits), exports the EMA weights with
 their provenance (hardware, steps, seconds, settings) to data/checkpoints/NAME.safetensors and
 prints the SHA-256 to pin in course_lib/pretrained.py. Interrupt it any time: run the same
@@ -8,7 +8,7 @@ command again and it resumes from runs/NAME/state.pt. An existing checkpoint is 
 
 --set changes one setting of the recipe (repeat it for more), e.g. on a GPU
 ``--set batch_size=512 --set prediction_type=v_prediction``; the settings used are recorded in the checkpoint.
-The LDM needs the shipped VAE and CLIP (train those first if you retrain everything).
+The LDM needs the shipped VAE and CLIP, reflow the shipped flow model (train those first if you retrain everything).
 """
 
 import argparse

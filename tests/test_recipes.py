@@ -82,3 +82,18 @@ def test_ddpm_width_is_a_setting(tmp_path):
     ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, steps=1, batch_size=2, base_channels=8)
     assert ready.unet.config["base_channels"] == 8 and info["base_channels"] == 8
     assert sum(p.numel() for p in ready.unet.parameters()) < sum(p.numel() for p in pipelines.load("ddpm", "cpu").unet.parameters()) / 3
+
+
+def test_reflow_draws_its_pairs_once_and_keeps_them_with_the_run(tmp_path):
+    """The reflow recipe starts from the shipped flow model, trains on the pairs it draws, and a resumed run
+    reuses those pairs rather than drawing them again."""
+    small = dict(device="cpu", progress=False, batch_size=4, num_pairs=6, pair_steps=2)
+    ready, info = train_model("reflow", tmp_path, steps=2, **small)
+    pairs = list(tmp_path.glob("pairs-*.pt"))
+    assert len(pairs) == 1 and pretrained.CHECKPOINTS["flow"][1][:12] in pairs[0].name
+    assert info["teacher"].endswith(pretrained.CHECKPOINTS["flow"][1][:12]) and info["pairs"].startswith("6 pairs, heun-2")
+    assert "pairs drawn by the shipped flow model" in info["data"]
+    stamp = pairs[0].stat().st_mtime_ns
+    ready, again = train_model("reflow", tmp_path, steps=4, **small)           # resumes: same pairs, two more steps
+    assert again["steps"] == 4 and pairs[0].stat().st_mtime_ns == stamp and again["pairs"] == info["pairs"]
+    assert ready(batch_size=2, num_inference_steps=2, progress=False).shape == (2, 1, 28, 28)

@@ -196,3 +196,17 @@ def test_flow_model_draws_every_digit_in_eight_euler_steps():
         noise = classifier_features(classifier, torch.rand(200, 1, 28, 28))
     # far closer to real digits than noise is (the fully trained model is measured properly by bench/flow_bench.py)
     assert frechet_distance(*features) < 0.2 * frechet_distance(noise, features[1])
+
+
+def test_reflowed_model_is_straighter_than_its_teacher():
+    """The shipped reflow model (notebook 07): its 2-step digits are digits of every kind, and one Euler step lands
+    closer to its own 16-step end point than the teacher's does (the point of reflow: straighter paths)."""
+    flow, reflow = pipelines.load("flow", device="cpu"), pipelines.load("reflow", device="cpu")
+    assert reflow.info["teacher"].endswith(pretrained.CHECKPOINTS["flow"][1][:12])
+    two_steps = reflow(batch_size=200, num_inference_steps=2, seed=0, progress=False)
+    shares = torch.bincount(predict(load_classifier(), two_steps), minlength=10).float() / len(two_steps)
+    assert (shares > 0.03).all(), shares
+    noise = torch.randn(50, 1, 28, 28, generator=torch.Generator().manual_seed(7))
+    gap = {name: (pipe.solve(noise, 1, progress=False) - pipe.solve(noise, 16, progress=False)).flatten(1).norm(dim=1)
+           .mean().item() for name, pipe in (("flow", flow), ("reflow", reflow))}
+    assert gap["reflow"] < 0.5 * gap["flow"], gap
