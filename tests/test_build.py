@@ -219,3 +219,13 @@ def test_make_course_prints_one_line_per_notebook_and_no_kernel_warning(tmp_path
     assert index.name == "index.html" and "<math" in page and build.remote_references(page) == []
     # every kernel is stopped when its notebook is done (a leftover one warns when the build exits)
     assert len(started) == 1 and not started[0].is_alive()
+
+
+@pytest.mark.parametrize("path", sorted(build.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
+def test_every_formula_on_the_site_is_typeset(path):
+    """The site's pages show MathML, never raw TeX: an inline $...$ broken across a line, for one, is left as text."""
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [cell for cell in nb.cells if cell.cell_type == "markdown"]
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<math.*?</math>", " ", build.notebook_html(nb), flags=re.S))
+    raw = [text[max(0, m.start() - 40):m.end() + 20] for m in re.finditer(r"\\[a-zA-Z]+|\$[^$\n]{1,60}\$", text)]
+    assert not raw, f"raw TeX on the page of {path.name}: {raw[:3]}"
