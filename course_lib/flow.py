@@ -302,8 +302,8 @@ def reflow_pairs(pipe: FlowMatchingPipeline, num_pairs: int, num_inference_steps
     """Reflow's training data (Liu et al. 2023): fresh noise and the digit the trained flow carries it to.
 
     Returns (noise, x0), each (num_pairs, C, H, W) on the CPU, x0 in about [-1, 1]. A model trained on
-    these *coupled* pairs, instead of independent (noise, digit) pairs, learns roads that no longer cross,
-    so they can be straight, and few Euler steps follow them.
+    these *coupled* pairs, instead of independent (noise, digit) pairs, learns roads that cross far less,
+    so they are nearly straight, and few Euler steps follow them.
     """
     check_int("num_pairs", num_pairs, 1, 10**7)
     noise = torch.randn((num_pairs, *pipe.sample_shape), generator=torch.Generator().manual_seed(seed))

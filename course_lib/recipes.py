@@ -127,21 +127,21 @@ def _shipped_flow(settings):
 
 def _prepare_reflow(settings, device, run_dir):
     """The teacher's (noise, digit) pairs, drawn once and kept in the run's folder (a resumed run reuses them)."""
-    teacher = load("flow", device=device)
-    cache = run_dir / (f"pairs-{CHECKPOINTS['flow'][1][:12]}-{settings['num_pairs']}-{settings['pair_sampler']}"
-                                          f"{settings['pair_steps']}-seed{settings['pair_seed']}.pt")
-    start = time.perf_counter()
+    teacher_sha = CHECKPOINTS["flow"][1][:12]
+    cache = run_dir / (f"pairs-{teacher_sha}-{settings['num_pairs']}-{settings['pair_sampler']}"
+                       f"{settings['pair_steps']}-seed{settings['pair_seed']}.pt")
     if cache.exists():
         state = load_checkpoint(cache)
         pairs, seconds = (state["noise"], state["x0"]), float(state["seconds"])
     else:
-        pairs = reflow_pairs(teacher, settings["num_pairs"], settings["pair_steps"], settings["pair_sampler"],
-                             seed=settings["pair_seed"])
+        start = time.perf_counter()
+        pairs = reflow_pairs(load("flow", device=device), settings["num_pairs"], settings["pair_steps"],
+                             settings["pair_sampler"], seed=settings["pair_seed"])
         seconds = time.perf_counter() - start
         save_checkpoint(cache, noise=pairs[0], x0=pairs[1], seconds=seconds)
     return pairs, reflow_loss(settings["time_sampling"]), {
         "data": f"pairs drawn by the shipped flow model (which trained on {load_mnist('train').source})",
-        "teacher": f"flow.safetensors sha256 {CHECKPOINTS['flow'][1][:12]}",
+        "teacher": f"flow.safetensors sha256 {teacher_sha}",
         "pairs": f"{settings['num_pairs']:,} pairs, {settings['pair_sampler']}-{settings['pair_steps']}, "
                  f"{round(seconds):,} s on {_hardware(torch.device(device))}"}
 
