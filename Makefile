@@ -57,6 +57,7 @@ bench: env
 	$(PY) bench/ldm_bench.py
 	$(PY) bench/guidance_bench.py
 	$(PY) bench/flow_bench.py
+	$(PY) bench/time_sampling_bench.py
 
 clean:
 	rm -rf build

@@ -27,7 +27,8 @@ from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 from course_lib.schedule import NoiseSchedule
 
-from course_tools.bench import ROOT, measure_seeds, sampling, save_partial, span, stored_rows, write_results
+from course_tools.bench import (ROOT, measure_seeds, quality_cells, sampling, save_partial, span, stored_rows,
+                                write_results)
 
 STEPS = (1, 2, 4, 8, 16, 50)
 # (row, model, sampler): "ddpm on flow clock" is the DDPM's network driven as a flow (flow.DiffusionAsFlow):
@@ -132,9 +133,7 @@ def markdown_table(result) -> str:
              "| smallest / largest class share | s / digit |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         seconds = f"{r['seconds_per_digit']:.4f}" if "seconds_per_digit" in r else "–"
-        lines.append(f"| {NAMES[r['sampler']]} | {r['steps']} | {r['network_calls']} | {span(r['ratio'])} | "
-                     f"{span(r['precision'])} | {span(r['recall'])} | {span(r['min_class_share'], '{:.1%}')} / "
-                     f"{span(r['max_class_share'], '{:.1%}')} | {seconds} |")
+        lines.append(f"| {NAMES[r['sampler']]} | {r['steps']} | {r['network_calls']} | {quality_cells(r)} | {seconds} |")
     reflow = result["checkpoints"]["reflow"]
     lines += ["", f"Training: DDPM {train['ddpm']}; flow {train['flow']}. The reflow rows are extra work on top of the "
               f"flow model: {reflow['pairs']} (the pairs), then {train['reflow']} (fine-tuning on them). Heun's last step is an Euler step "

@@ -10,55 +10,15 @@ with DDIM at 10 and 50 steps and ancestral DDPM at 50. Each (model, sampler, see
 measured, so a run resumes where it stopped. Writes bench/results/parameterisation.json and .md.
 """
 
-import argparse
-import platform
-from pathlib import Path
-
-import torch
-
-from course_lib.data import load_mnist
-from course_lib.metrics import load_classifier, quality_report
-from course_lib.recipes import train_model
-
-from course_tools.bench import ROOT, measure_seeds, sampling, save_partial, span, stored_rows, write_results
+from course_tools.bench import compare_setting_main, quality_cells, span
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 SAMPLERS = [("ddim", 10), ("ddim", 50), ("ddpm", 50)]
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=2000, help="training steps per model")
-    parser.add_argument("--ema-decay", type=float, default=0.995)
-    parser.add_argument("--num-samples", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=250, help="sampling batch")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    args = parser.parse_args()
-    classifier = load_classifier()
-    heldout, pool = load_mnist("test").images, load_mnist("train").images
-    identity = {"training_steps": args.steps, "ema_decay": args.ema_decay, "num_samples": args.num_samples}
-    done = stored_rows("parameterisation", identity, lambda r: (r["prediction_type"], r["sampler"], r["steps"]),
-                       args.out)
-    result = {**identity, "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads", "rows": []}
-
-    def save():
-        save_partial("parameterisation", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
-
-    for prediction_type in PREDICTION_TYPES:
-        pipe, info = train_model("ddpm", args.runs / f"param-{prediction_type}", device="cpu",
-                                 steps=args.steps, ema_decay=args.ema_decay, prediction_type=prediction_type)
-        result["batch_size"] = info["batch_size"]
-        for sampler, steps in SAMPLERS:
-            row = done.setdefault((prediction_type, sampler, steps),
-                                  {"prediction_type": prediction_type, "sampler": sampler, "steps": steps})
-            generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler)
-            measure_seeds(row, (0, 1), lambda seed: quality_report(classifier, generate, heldout, pool,
-                                                                   args.num_samples, seeds=(seed,)), save)
-            row.update(train_seconds=info["train_seconds"], final_loss_avg100=info["final_loss_avg100"])
-            result["rows"].append(row)
-            print(prediction_type, sampler, steps, span(row["ratio"]), flush=True)
-    print(write_results("parameterisation", result, markdown_table(result), args.out))
+    compare_setting_main(__doc__, "parameterisation", "ddpm", "prediction_type", PREDICTION_TYPES, SAMPLERS,
+                         markdown_table, run_prefix="param")
 
 
 def markdown_table(result) -> str:
@@ -71,9 +31,7 @@ def markdown_table(result) -> str:
              "smallest / largest class share |", "|---|---|---|---|---|---|---|"]
     names = {"epsilon": "noise ε", "sample": "clean image x0", "v_prediction": "velocity v"}
     for r in result["rows"]:
-        lines.append(f"| {names[r['prediction_type']]} | {r['sampler'].upper()} | {r['steps']} | {span(r['ratio'])} | "
-                     f"{span(r['precision'])} | {span(r['recall'])} | {span(r['min_class_share'], '{:.1%}')} / "
-                     f"{span(r['max_class_share'], '{:.1%}')} |")
+        lines.append(f"| {names[r['prediction_type']]} | {r['sampler'].upper()} | {r['steps']} | {quality_cells(r)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -55,6 +55,13 @@ def span(values, fmt: str = "{:.2f}") -> str:
     return low if low == high else f"{low}-{high}"
 
 
+def quality_cells(row: dict) -> str:
+    """A ``metrics.quality_report`` row as Markdown table cells, ranges over the seeds:
+    "FD / floor | precision | recall | smallest / largest class share"."""
+    return (f"{span(row['ratio'])} | {span(row['precision'])} | {span(row['recall'])} | "
+            f"{span(row['min_class_share'], '{:.1%}')} / {span(row['max_class_share'], '{:.1%}')}")
+
+
 # --- resumable benches: every (row, seed) is stored as soon as it is measured ----------------------------
 
 def stored_rows(name: str, identity: dict, key, out: Path = ROOT / "bench" / "results") -> dict:
@@ -83,3 +90,69 @@ def save_partial(name: str, result: dict, out: Path = ROOT / "bench" / "results"
     """Write <name>.json only (no table, no README): what a resumable bench has measured so far."""
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+
+
+# --- one setting, several values: the same recipe, seed and budget, trained once per value ------------------
+
+def compare_setting_main(doc: str, name: str, recipe: str, setting: str, values, samplers, markdown_table,
+                         run_prefix: str) -> None:
+    """The command line of a bench built on ``compare_setting`` (bench/parameterisation_bench.py and
+    bench/time_sampling_bench.py): parse --steps etc., measure, write the results and the README table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=2000, help="training steps per model")
+    parser.add_argument("--ema-decay", type=float, default=0.995)
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=250, help="sampling batch")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    result = compare_setting(name, recipe, setting, values, samplers, steps=args.steps, ema_decay=args.ema_decay,
+                             num_samples=args.num_samples, batch_size=args.batch_size, runs=args.runs,
+                             run_prefix=run_prefix, out=args.out)
+    print(write_results(name, result, markdown_table(result), args.out))
+
+
+def compare_setting(name: str, recipe: str, setting: str, values, samplers, *, steps: int, ema_decay: float,
+                    num_samples: int = 1000, batch_size: int = 250, seeds=(0, 1), runs: Path = ROOT / "runs",
+                    run_prefix: str | None = None, out: Path = ROOT / "bench" / "results") -> dict:
+    """Train ``recipe`` once per value of ``setting`` (all else equal: seed, so batches, noise and timesteps,
+    steps, EMA), then measure each with every (sampler, steps) of ``samplers`` by ``metrics.quality_report``.
+
+    Resumable twice over: training from runs/<run_prefix>-<value>/, and every (value, sampler, seed) is stored
+    in <name>.json as soon as it is measured. Returns the result dict (rows carry ``setting: value``,
+    sampler, steps, the report's lists, train_seconds, final_loss_avg100).
+    """
+    import platform
+
+    import torch
+
+    from course_lib.data import load_mnist
+    from course_lib.metrics import load_classifier, quality_report
+    from course_lib.recipes import train_model
+
+    classifier = load_classifier()
+    heldout, pool = load_mnist("test").images, load_mnist("train").images
+    identity = {"training_steps": steps, "ema_decay": ema_decay, "num_samples": num_samples}
+    done = stored_rows(name, identity, lambda r: (r[setting], r["sampler"], r["steps"]), out)
+    result = {**identity, "recipe": recipe, "setting": setting,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads", "rows": []}
+
+    def save():
+        save_partial(name, {**result, "rows": [r for r in done.values() if "seeds" in r]}, out)
+
+    for value in values:
+        pipe, info = train_model(recipe, runs / f"{run_prefix or name}-{value}", device="cpu", steps=steps,
+                                 ema_decay=ema_decay, **{setting: value})
+        result["batch_size"] = info["batch_size"]
+        for sampler, sampler_steps in samplers:
+            row = done.setdefault((value, sampler, sampler_steps),
+                                  {setting: value, "sampler": sampler, "steps": sampler_steps})
+            generate = sampling(pipe, batch_size, num_inference_steps=sampler_steps, sampler=sampler)
+            measure_seeds(row, seeds, lambda seed: quality_report(classifier, generate, heldout, pool,
+                                                                  num_samples, seeds=(seed,)), save)
+            row.update(train_seconds=info["train_seconds"], final_loss_avg100=info["final_loss_avg100"])
+            result["rows"].append(row)
+            print(value, sampler, sampler_steps, span(row["ratio"]), flush=True)
+    return result
