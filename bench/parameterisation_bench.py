@@ -23,8 +23,9 @@ def main():
 
 def markdown_table(result) -> str:
     first = result["rows"][0]
-    lines = [f"The shipped DDPM's U-Net trained {result['training_steps']:,} steps of {result['batch_size']} per "
-             f"target (same seed, batches, timesteps and noise); {first['num_samples']:,} samples per seed, seeds "
+    lines = [f"Fresh copies of the shipped DDPM's U-Net, each trained from scratch for "
+             f"{result['training_steps']:,} steps of {result['batch_size']} per target (same seed, batches, timesteps and "
+             f"noise); {first['num_samples']:,} samples per seed, seeds "
              f"{first['seeds']}, ranges over the seeds; floor {span(first['floor'], '{:.1f}')}. "
              f"On {result['machine']}.", "",
              "| network predicts | sampler | steps | Fréchet distance / floor | precision | recall | "

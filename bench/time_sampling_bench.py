@@ -24,8 +24,9 @@ def main():
 
 def markdown_table(result) -> str:
     first = result["rows"][0]
-    lines = [f"The shipped flow model's U-Net trained {result['training_steps']:,} steps of {result['batch_size']} "
-             f"per distribution of training noise levels (same seed; EMA {result['ema_decay']}); "
+    lines = [f"Fresh copies of the shipped flow model's U-Net, each trained from scratch for "
+             f"{result['training_steps']:,} steps of {result['batch_size']} with one distribution of training noise "
+             f"levels (same seed; EMA {result['ema_decay']}); "
              f"{first['num_samples']:,} samples per seed, seeds {first['seeds']}, ranges over the seeds; floor "
              f"{span(first['floor'], '{:.1f}')}. On {result['machine']}.", "",
              "| training σ | sampler | steps | Fréchet distance / floor | precision | recall | "
