@@ -10,7 +10,7 @@ with DDIM at 10 and 50 steps and ancestral DDPM at 50. Each (model, sampler, see
 measured, so a run resumes where it stopped. Writes bench/results/parameterisation.json and .md.
 """
 
-from course_tools.bench import compare_setting_main, quality_cells, span
+from course_tools.bench import compare_setting_main, setting_table
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 SAMPLERS = [("ddim", 10), ("ddim", 50), ("ddpm", 50)]
@@ -22,18 +22,12 @@ def main():
 
 
 def markdown_table(result) -> str:
-    first = result["rows"][0]
-    lines = [f"Fresh copies of the shipped DDPM's U-Net, each trained from scratch for "
-             f"{result['training_steps']:,} steps of {result['batch_size']} per target (same seed, batches, timesteps and "
-             f"noise); {first['num_samples']:,} samples per seed, seeds "
-             f"{first['seeds']}, ranges over the seeds; floor {span(first['floor'], '{:.1f}')}. "
-             f"On {result['machine']}.", "",
-             "| network predicts | sampler | steps | Fréchet distance / floor | precision | recall | "
-             "smallest / largest class share |", "|---|---|---|---|---|---|---|"]
-    names = {"epsilon": "noise ε", "sample": "clean image x0", "v_prediction": "velocity v"}
-    for r in result["rows"]:
-        lines.append(f"| {names[r['prediction_type']]} | {r['sampler'].upper()} | {r['steps']} | {quality_cells(r)} |")
-    return "\n".join(lines) + "\n"
+    return setting_table(result, "prediction_type",
+                         f"Fresh copies of the shipped DDPM's U-Net, each trained from scratch for "
+                         f"{result['training_steps']:,} steps of {result['batch_size']} per target (same seed, batches, "
+                         "timesteps and noise)", "network predicts",
+                         {"epsilon": "noise ε", "sample": "clean image x0", "v_prediction": "velocity v"},
+                         {"ddim": "DDIM", "ddpm": "DDPM"})
 
 
 if __name__ == "__main__":

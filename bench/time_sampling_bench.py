@@ -11,7 +11,7 @@ at 8 and 50 steps. Writes bench/results/time_sampling.json and .md, and the READ
 """
 
 from course_lib.flow import TIME_SAMPLING
-from course_tools.bench import compare_setting_main, quality_cells, span
+from course_tools.bench import compare_setting_main, setting_table
 
 SAMPLERS = [("euler", 8), ("euler", 50)]
 NAMES = {"uniform": "uniform", "logit_normal": "logit-normal"}
@@ -23,17 +23,11 @@ def main():
 
 
 def markdown_table(result) -> str:
-    first = result["rows"][0]
-    lines = [f"Fresh copies of the shipped flow model's U-Net, each trained from scratch for "
-             f"{result['training_steps']:,} steps of {result['batch_size']} with one distribution of training noise "
-             f"levels (same seed; EMA {result['ema_decay']}); "
-             f"{first['num_samples']:,} samples per seed, seeds {first['seeds']}, ranges over the seeds; floor "
-             f"{span(first['floor'], '{:.1f}')}. On {result['machine']}.", "",
-             "| training σ | sampler | steps | Fréchet distance / floor | precision | recall | "
-             "smallest / largest class share |", "|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {NAMES[r['time_sampling']]} | {r['sampler'].capitalize()} | {r['steps']} | {quality_cells(r)} |")
-    return "\n".join(lines) + "\n"
+    return setting_table(result, "time_sampling",
+                         f"Fresh copies of the shipped flow model's U-Net, each trained from scratch for "
+                         f"{result['training_steps']:,} steps of {result['batch_size']} with one distribution of "
+                         f"training noise levels (same seed; EMA {result['ema_decay']})", "training σ", NAMES,
+                         {"euler": "Euler"})
 
 
 if __name__ == "__main__":

@@ -62,6 +62,20 @@ def quality_cells(row: dict) -> str:
             f"{span(row['min_class_share'], '{:.1%}')} / {span(row['max_class_share'], '{:.1%}')}")
 
 
+def setting_table(result: dict, setting: str, intro: str, column: str, names: dict, sampler_names: dict) -> str:
+    """The Markdown table of a ``compare_setting`` bench: ``intro`` (what was trained; the sample count, seeds,
+    floor and machine are added), then one row per (value, sampler, steps), the value named by ``names``."""
+    first = result["rows"][0]
+    lines = [f"{intro}; {first['num_samples']:,} samples per seed, seeds {first['seeds']}, ranges over the seeds; floor "
+             f"{span(first['floor'], '{:.1f}')}. On {result['machine']}.", "",
+             f"| {column} | sampler | steps | Fréchet distance / floor | precision | recall | "
+             "smallest / largest class share |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {names[r[setting]]} | {sampler_names[r['sampler']]} | {r['steps']} | "
+                     f"{quality_cells(r)} |")
+    return "\n".join(lines) + "\n"
+
+
 # --- resumable benches: every (row, seed) is stored as soon as it is measured ----------------------------
 
 def stored_rows(name: str, identity: dict, key, out: Path = ROOT / "bench" / "results") -> dict:
