@@ -8,12 +8,12 @@ with the CLIP's per-digit thresholds) reads the style.
    guidance and 50 DDIM steps: the share the classifier reads as the asked digit.
 2. Attribute adherence: "a thick <d>" and "a thin <d>", --attribute-samples (100) each: mean stroke
    width of both, and the share on the asked side of the digit's thickness threshold.
-3. Guidance scan: prompt accuracy, thickness adherence, classifier-FID (class prompts, 20 per digit,
-   against the held-out digits, with the real-vs-real floor) and seconds per image for each
-   guidance scale.
-4. Pixel space vs latent space in the same run, same 50 steps, same batch: sampling seconds per image
+3. Pixel space vs latent space in the same run, same 50 steps, same batch: sampling seconds per image
    and training throughput of the shipped pixel DDPM and the shipped latent UNet, and of the latent
    UNet's own architecture run on 28 x 28 pixels (the same network, only the space changes).
+
+Quality against real digits (Fréchet distance over the floor, spread) and the guidance scan are
+bench/guidance_bench.py's, by the course's two-seed protocol.
 
 Writes bench/results/ldm.json and ldm.md and the README table between <!-- bench:ldm --> markers.
 """
@@ -31,9 +31,11 @@ from course_lib.captions import (DIGIT_WORDS, attribute_codes, attribute_prompt,
 from course_lib.data import load_mnist
 from course_lib.ddpm import diffusion_loss
 from course_lib.ldm import DEFAULT_GUIDANCE_SCALE, encode_latent_distribution, ldm_training_loss
-from course_lib.metrics import classifier_features, frechet_distance, load_classifier, predict, real_vs_real_floor
+from course_lib.metrics import load_classifier, predict
+from course_lib.pretrained import CHECKPOINTS
 from course_lib.recipes import DDPM_UNET_CONFIG, LDM_UNET_CONFIG
 from course_lib.schedule import NoiseSchedule
+from course_lib.train import seconds_per_step
 from course_lib.unet import UNet
 
 from course_tools.bench import ROOT, write_results
@@ -67,16 +69,7 @@ def thickness_adherence(pipe, n, batch_size, seed, **kwargs):
 
 def training_throughput(model, loss_fn, batch, steps=20):
     """Images per second of forward + backward + AdamW step on one repeated batch."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    generator = torch.Generator().manual_seed(0)
-    for i in range(steps + 3):
-        if i == 3:                                   # three warm-up steps
-            start = time.perf_counter()
-        loss = loss_fn(model, batch, generator)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return steps * len(batch[0]) / (time.perf_counter() - start)
+    return len(batch[0]) / seconds_per_step(model, loss_fn, batch, steps)
 
 
 @torch.no_grad()
@@ -95,23 +88,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples-per-digit", type=int, default=100)
     parser.add_argument("--attribute-samples", type=int, default=100)
-    parser.add_argument("--scan-samples", type=int, default=20, help="per digit, for each guidance scale")
-    parser.add_argument("--guidance-scales", type=str, default="0,1,2,3,5,7.5")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    scales = [float(s) for s in args.guidance_scales.split(",")]
 
     torch.manual_seed(args.seed)
     pipe = pipelines.load("ldm", device="cpu")
     ddpm = pipelines.load("ddpm", device="cpu")
     classifier = load_classifier()
-    train, heldout = load_mnist("train"), load_mnist("test")
-    heldout_features = classifier_features(classifier, heldout.images)
-    n_fid = 10 * args.scan_samples
-    floor = real_vs_real_floor(classifier, train.images, heldout_features, n_fid, seed=args.seed)
+    train = load_mnist("train")
     digits = torch.arange(10)
     common = dict(num_inference_steps=args.steps)
 
@@ -130,31 +117,15 @@ def main():
     adherence = thickness_adherence(pipe, args.attribute_samples, args.batch_size, args.seed, **common)
     print("thickness", adherence)
 
-    # 3. the guidance scan
-    scan = []
-    for scale in scales:
-        images, seconds = generate(pipe, prompts, args.scan_samples, args.batch_size, args.seed + 1,
-                                   guidance_scale=scale, **common)
-        asked = digits.repeat_interleave(args.scan_samples)
-        rows = thickness_adherence(pipe, args.scan_samples // 2, args.batch_size, args.seed + 2,
-                                   guidance_scale=scale, **common)
-        scan.append({"guidance_scale": scale,
-                     "accuracy": (predict(classifier, images) == asked).float().mean().item(),
-                     "classifier_fid": frechet_distance(classifier_features(classifier, images), heldout_features),
-                     "thickness_on_side": sum(r["thick_on_side"] + r["thin_on_side"] for r in rows) / 20,
-                     "thick_minus_thin_width": sum(r["thick_width"] - r["thin_width"] for r in rows) / 10,
-                     "seconds_per_image": seconds / len(images)})
-        print(scan[-1])
-
-    # 4. pixel space vs latent space: same steps, same batch, same machine, same run
+    # 3. pixel space vs latent space: same steps, same batch, same machine, same run
     n = args.batch_size
-    pixel_images = ddpm(batch_size=n, num_inference_steps=args.steps, sampler="ddim", seed=args.seed)
+    ddpm(batch_size=n, num_inference_steps=args.steps, sampler="ddim", seed=args.seed)     # warm-up
     start = time.perf_counter()
     ddpm(batch_size=n, num_inference_steps=args.steps, sampler="ddim", seed=args.seed)
     pixel_seconds = (time.perf_counter() - start) / n
     latent_prompts = [class_prompt(d) for d in range(10) for _ in range(n // 10)]
     start = time.perf_counter()
-    latent_images = pipe(latent_prompts, seed=args.seed, **common)
+    pipe(latent_prompts, seed=args.seed, **common)
     latent_seconds = (time.perf_counter() - start) / n
     start = time.perf_counter()
     pipe(latent_prompts, seed=args.seed, guidance_scale=1.0, **common)
@@ -187,11 +158,9 @@ def main():
     comparison = {
         "steps": args.steps, "batch": n,
         "pixel_ddpm": {"params": params(ddpm.unet), "seconds_per_image": pixel_seconds,
-                       "classifier_fid": frechet_distance(classifier_features(classifier, pixel_images), heldout_features),
                        "train_images_per_second": pixel_rate},
         "latent": {"params": params(pipe.unet), "seconds_per_image": latent_seconds,
                    "seconds_per_image_guidance_1": latent_seconds_no_guidance,
-                   "classifier_fid": frechet_distance(classifier_features(classifier, latent_images), heldout_features),
                    "train_images_per_second": latent_rate},
         "latent_unet_on_pixels": {"params": params(pixel_twin), "seconds_per_image": twin_seconds,
                                   "train_images_per_second": twin_rate},
@@ -199,12 +168,10 @@ def main():
     comparison["speedup"] = pixel_seconds / latent_seconds
     comparison["speedup_guidance_1"] = pixel_seconds / latent_seconds_no_guidance
     comparison["speedup_same_network"] = twin_seconds / latent_seconds
-    comparison["fid_ratio"] = comparison["latent"]["classifier_fid"] / comparison["pixel_ddpm"]["classifier_fid"]
     print(comparison)
 
-    result = {"prompt_accuracy": accuracy, "thickness": adherence, "guidance_scan": scan, "comparison": comparison,
-              "fid_samples": n_fid, "real_vs_real_floor": floor, "heldout": len(heldout), "data": heldout.source,
-              "checkpoint": pipe.info, "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"}
+    result = {"prompt_accuracy": accuracy, "thickness": adherence, "comparison": comparison,
+              "checkpoint": pipe.info, "recipe": CHECKPOINTS["ldm"][2], "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"}
     print(write_results("ldm", result, markdown_table(result), args.out))
 
 
@@ -219,31 +186,24 @@ def markdown_table(r) -> str:
     for row in r["thickness"]:
         lines.append(f"| {DIGIT_WORDS[row['digit']]} | {row['thick_width']:.2f} px | {row['thin_width']:.2f} px | "
                      f"{100 * row['thick_on_side']:.0f}% | {100 * row['thin_on_side']:.0f}% |")
-    lines += ["", f"Guidance scan ({r['fid_samples']} class-prompt samples per scale; classifier-FID against "
-              f"{r['heldout']:,} held-out digits, real-vs-real floor {r['real_vs_real_floor']:.2f}):", "",
-              "| guidance scale | prompt accuracy | thickness on the asked side | thick − thin width | classifier-FID | s / image |",
-              "|---|---|---|---|---|---|"]
-    for s in r["guidance_scan"]:
-        lines.append(f"| {s['guidance_scale']:g} | {100 * s['accuracy']:.1f}% | {100 * s['thickness_on_side']:.0f}% | "
-                     f"{s['thick_minus_thin_width']:+.2f} px | {s['classifier_fid']:.2f} | {s['seconds_per_image']:.4f} |")
     p, lat, twin = c["pixel_ddpm"], c["latent"], c["latent_unet_on_pixels"]
     lines += ["", f"Pixel space vs latent space, {c['steps']} DDIM steps, batch {c['batch']}, same run on {r['machine']}:", "",
-              "| model | parameters | s / image | classifier-FID | training images / s |", "|---|---|---|---|---|",
+              "| model | parameters | s / image | training images / s |", "|---|---|---|---|",
               f"| pixel DDPM (1 × 28 × 28, unconditional) | {p['params']:,} | {p['seconds_per_image']:.4f} | "
-              f"{p['classifier_fid']:.2f} | {p['train_images_per_second']:.0f} |",
+              f"{p['train_images_per_second']:.0f} |",
               f"| latent diffusion (4 × 7 × 7), guidance {a['guidance_scale']:g} | {lat['params']:,} | "
-              f"{lat['seconds_per_image']:.4f} | {lat['classifier_fid']:.2f} | {lat['train_images_per_second']:.0f} |",
+              f"{lat['seconds_per_image']:.4f} | {lat['train_images_per_second']:.0f} |",
               f"| latent diffusion, guidance 1 (one UNet pass per step) | {lat['params']:,} | "
-              f"{lat['seconds_per_image_guidance_1']:.4f} | – | – |",
-              f"| the latent UNet's network on 28 × 28 pixels, guidance {a['guidance_scale']:g} | {twin['params']:,} | "
-              f"{twin['seconds_per_image']:.4f} | – (untrained; timing only) | {twin['train_images_per_second']:.0f} |",
+              f"{lat['seconds_per_image_guidance_1']:.4f} | – |",
+              f"| the latent UNet's network on 28 × 28 pixels (untrained; timing only), guidance {a['guidance_scale']:g} | "
+              f"{twin['params']:,} | {twin['seconds_per_image']:.4f} | {twin['train_images_per_second']:.0f} |",
               "", f"Latent sampling is **{c['speedup']:.1f}×** faster per image than the pixel DDPM with guidance "
               f"({c['speedup_guidance_1']:.1f}× at guidance 1, the same one UNet pass per step), and "
-              f"**{c['speedup_same_network']:.0f}×** faster than the same network on pixels; its classifier-FID is "
-              f"{c['fid_ratio']:.2f}× the pixel model's.",
+              f"**{c['speedup_same_network']:.0f}×** faster than the same network on pixels. Quality against real "
+              "digits, and the guidance scan, are measured by `bench/guidance_bench.py` (below).",
               "", f"Checkpoint: {r['checkpoint'].get('steps', '?')} training steps, "
               f"{r['checkpoint'].get('train_seconds', '?')} s on {r['checkpoint'].get('hardware', '?')}; "
-              f"trained by `{r['checkpoint'].get('script', '?')}`."]
+              f"recipe `{r['recipe']}`."]
     return "\n".join(lines) + "\n"
 
 

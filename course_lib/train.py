@@ -131,6 +131,23 @@ def train(model: nn.Module, loss_fn, dataset, *, steps: int, batch_size: int = 6
     return result
 
 
+def seconds_per_step(model: nn.Module, loss_fn, batch, steps: int = 10, warmup: int = 3) -> float:
+    """Wall-clock seconds of one training step (loss, backward, AdamW) on one repeated ``batch``, the mean of
+    ``steps`` after ``warmup`` untimed ones: what a loss costs, compared on the same machine in the same run.
+    Trains ``model`` a little, so pass a fresh copy, not a model you want to keep."""
+    check_int("steps", steps, 1, 10_000)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        loss = loss_fn(model, batch, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - start) / steps
+
+
 def _to_device(batch, device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device)

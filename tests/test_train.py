@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib.ddpm import diffusion_loss
-from course_lib.train import EMA, load_checkpoint, train
+from course_lib.train import EMA, load_checkpoint, seconds_per_step, train
 from course_lib.schedule import NoiseSchedule
 
 
@@ -24,6 +24,21 @@ def mse_loss(model, batch, generator):
 def fresh_model():
     torch.manual_seed(0)
     return nn.Linear(4, 1)
+
+
+def test_seconds_per_step_times_real_optimiser_steps():
+    """It trains (the model changes), and a loss that does twice the work costs more per step."""
+    model, data = fresh_model(), regression_data(4096)
+    before = model.weight.detach().clone()
+    one = seconds_per_step(model, mse_loss, data, steps=5)
+    assert one > 0 and not torch.equal(before, model.weight)
+
+    def heavy_loss(model, batch, generator):
+        return sum(mse_loss(model, batch, generator) for _ in range(200))
+
+    assert seconds_per_step(fresh_model(), heavy_loss, data, steps=5) > 3 * one
+    with pytest.raises(ValueError, match="steps"):
+        seconds_per_step(fresh_model(), mse_loss, data, steps=0)
 
 
 def test_training_learns_and_is_deterministic():
