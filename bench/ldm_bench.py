@@ -171,7 +171,8 @@ def main():
     print(comparison)
 
     result = {"prompt_accuracy": accuracy, "thickness": adherence, "comparison": comparison,
-              "checkpoint": pipe.info, "recipe": CHECKPOINTS["ldm"][2], "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"}
+              "checkpoint": pipe.info, "recipe": CHECKPOINTS["ldm"][2],
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"}
     print(write_results("ldm", result, markdown_table(result), args.out))
 
 

@@ -27,7 +27,7 @@ def fresh_model():
 
 
 def test_seconds_per_step_times_real_optimiser_steps():
-    """It trains (the model changes), and a loss that does twice the work costs more per step."""
+    """It trains (the model changes), and a loss that does 200 times the work costs more per step."""
     model, data = fresh_model(), regression_data(4096)
     before = model.weight.detach().clone()
     one = seconds_per_step(model, mse_loss, data, steps=5)
