@@ -12,7 +12,6 @@ refreshes the table between the <!-- bench:ddpm --> markers in README.md.
 """
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from course_lib.data import load_mnist
 from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import ROOT, measure_seeds, sampling, save_partial, span, stored_rows, write_results
+from course_tools.bench import (ROOT, machine, measure_seeds, sampled_on, sampling, save_partial, span, stored_rows,
+                                write_results)
 
 # (sampler, steps, use_clipped_model_output); the last row is DDIM without that switch, for comparison.
 # DDPM-1000, the slowest by far, comes last so that the others are measured first.
@@ -50,14 +50,16 @@ def main():
     parser.add_argument("--timing-only", action="store_true",
                         help="measure no new seeds, only time the rows that have no timing yet")
     parser.add_argument("--force", action="store_true", help="measure every row again")
+    parser.add_argument("--device", default="cpu",
+                        help="where to draw the samples (cuda on a GPU; time on the CPU afterwards, --timing-only)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    pipe, classifier = pipelines.load("ddpm", device="cpu"), load_classifier()
+    pipe, classifier = pipelines.load("ddpm", device=args.device), load_classifier()
     heldout, pool = load_mnist("test").images, load_mnist("train").images
     identity = {"checkpoint_sha256": CHECKPOINTS["ddpm"][1], "num_samples": args.num_samples}
     done = {} if args.force else stored_rows("ddpm", identity, lambda r: (r["sampler"], r["steps"]), args.out)
     result = {**identity, "seeds": list(SEEDS), "timing_batch": args.timing_batch, "checkpoint": pipe.info,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads", "rows": []}
+              "machine": machine(args.device), "rows": []}
 
     def save():
         save_partial("ddpm", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
@@ -68,8 +70,9 @@ def main():
         if args.only in (None, sampler) and steps <= args.max_steps:
             extra = {} if clipped else {"use_clipped_model_output": False}
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
-            measure_seeds(row, () if args.timing_only else SEEDS, lambda seed: quality_report(classifier, generate, heldout, pool,
-                                                                  args.num_samples, seeds=(seed,)), save)
+            measure_seeds(row, () if args.timing_only else SEEDS,
+                          lambda seed: {**quality_report(classifier, generate, heldout, pool, args.num_samples,
+                                                         seeds=(seed,)), "sampled_on": machine(args.device)}, save)
             if "seconds_per_digit" not in row and not args.no_timing:
                 start = time.perf_counter()
                 pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler, seed=0,
@@ -90,7 +93,8 @@ def markdown_table(result) -> str:
     floor = [f for r in rows for f in r["floor"]]
     lines = [f"Shipped DDPM; {result['num_samples']:,} samples per seed, seeds {result['seeds']}, each against "
              f"{result['num_samples']:,} held-out digits, ranges over the seeds. Floor: as many training-pool digits "
-             f"against the same reference ({span(floor, '{:.1f}')}). Sampling on {result['machine']}.", "",
+             f"against the same reference ({span(floor, '{:.1f}')}). Samples drawn on {sampled_on(rows)}; "
+             f"timed on {result['machine']}.", "",
              "| sampler | steps | Fréchet distance / floor | precision | recall | smallest / largest class share "
              "| s / digit |", "|---|---|---|---|---|---|---|"]
     for r in rows:

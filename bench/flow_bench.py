@@ -14,7 +14,6 @@ is measured, with its checkpoint's SHA-256 (--models ddpm measures the diffusion
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 from course_lib.schedule import NoiseSchedule
 
-from course_tools.bench import (ROOT, measure_seeds, quality_cells, sampling, save_partial, span, stored_rows,
+from course_tools.bench import (ROOT, machine, measure_seeds, sampled_on, quality_cells, sampling, save_partial, span, stored_rows,
                                 write_results)
 
 STEPS = (1, 2, 4, 8, 16, 50)
@@ -60,10 +59,12 @@ def main():
     parser.add_argument("--retime", action="store_true",
                         help="time every row again (do it alone on the machine, so that all rows are timed alike)")
     parser.add_argument("--force", action="store_true", help="measure every row again")
+    parser.add_argument("--device", default="cpu",
+                        help="where to draw the samples (cuda on a GPU; time on the CPU afterwards, --timing-only)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     models = args.models.split(",")
-    pipes = {name: pipelines.load(name, device="cpu") for name in models}
+    pipes = {name: pipelines.load(name, device=args.device) for name in models}
     if "ddpm" in pipes:
         pipes["ddpm on flow clock"] = FlowMatchingPipeline(DiffusionAsFlow(pipes["ddpm"].unet, NoiseSchedule("linear")))
     classifier = load_classifier()
@@ -79,7 +80,7 @@ def main():
     previous = results_or_empty(args.out)
     result = {**identity, "seeds": list(SEEDS), "timing_batch": args.timing_batch,
               "checkpoints": {**previous.get("checkpoints", {}), **{name: pipes[name].info for name in models}},
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads", "rows": []}
+              "machine": machine(args.device), "rows": []}
 
     def save():
         save_partial("flow", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
@@ -93,8 +94,8 @@ def main():
                 continue
             pipe = pipes[name if name in pipes else model]
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
-            measure_seeds(row, SEEDS, lambda seed: quality_report(classifier, generate, heldout, pool,
-                                                                  args.num_samples, seeds=(seed,)), save)
+            measure_seeds(row, SEEDS, lambda seed: {**quality_report(classifier, generate, heldout, pool, args.num_samples,
+                                                                     seeds=(seed,)), "sampled_on": machine(args.device)}, save)
             if "seconds_per_digit" not in row and not args.no_timing:
                 start = time.perf_counter()
                 pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler, seed=0, progress=False,
@@ -128,7 +129,7 @@ def markdown_table(result) -> str:
              "learning rate, EMA; the wall-clock times below are not comparable). "
              f"{result['num_samples']:,} samples per seed, seeds {result['seeds']}, each against "
              f"{result['num_samples']:,} held-out digits, ranges over the seeds; floor (as many training-pool digits "
-             f"against the same reference) {span(floor, '{:.1f}')}. Sampling on {result['machine']}.", "",
+             f"against the same reference) {span(floor, '{:.1f}')}. Samples drawn on {sampled_on(rows)}; timed on {result['machine']}.", "",
              "| method | steps | network calls | Fréchet distance / floor | precision | recall "
              "| smallest / largest class share | s / digit |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -18,7 +18,6 @@ bench/results/guidance.json and .md.
 """
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -31,11 +30,11 @@ from course_lib.metrics import (classifier_features, load_classifier, predict, q
                                 within_class_spread)
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import ROOT, measure_seeds, save_partial, span, stored_rows, write_results
+from course_tools.bench import ROOT, machine, measure_seeds, save_partial, span, stored_rows, write_results
 
 INTERVAL = (0.1, 0.6)      # fractions of the noise timeline; about sigma in (0.3, 5) (Kynkäänniemi et al.'s EDM2 range)
-CONFIGS = ([("cfg", s, {}) for s in (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)]
-           + [("interval", s, {"guidance_interval": INTERVAL}) for s in (2.0, 3.0, 4.0, 6.0)]
+CONFIGS = ([("cfg", s, {}) for s in (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0)]
+           + [("interval", s, {"guidance_interval": INTERVAL}) for s in (1.5, 2.0, 3.0, 4.0, 6.0)]
            + [("rescale 0.7", s, {"guidance_rescale": 0.7}) for s in (3.0, 6.0)])
 SEEDS = (0, 1)
 
@@ -46,15 +45,17 @@ def main():
     parser.add_argument("--attribute-samples", type=int, default=50, help="per word, digit and seed")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--device", default="cpu",
+                        help="where to draw the samples (cuda on a GPU; time on the CPU afterwards, --timing-only)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    pipe, classifier = pipelines.load("ldm", device="cpu"), load_classifier()
+    pipe, classifier = pipelines.load("ldm", device=args.device), load_classifier()
     heldout, pool = load_mnist("test"), load_mnist("train")
     per_digit = args.num_samples // 10
     identity = {"checkpoint_sha256": CHECKPOINTS["ldm"][1], "num_samples": args.num_samples, "steps": args.steps}
     done = stored_rows("guidance", identity, lambda r: (r["method"], r["guidance_scale"]), args.out)
     result = {**identity, "seeds": list(SEEDS), "interval": list(INTERVAL), "checkpoint": pipe.info,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads", "rows": []}
+              "machine": machine(args.device), "rows": []}
 
     def save():
         save_partial("guidance", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)

@@ -42,10 +42,11 @@ DDPM_UNET_CONFIG = dict(in_channels=1, out_channels=1, base_channels=16, channel
                         num_res_blocks=1, attention_levels=(False, False, True))
 # lr 1e-3 and a slow EMA: 8000 steps at lr 5e-4 gave good DDPM-1000 samples but a biased
 # noise prediction that deterministic DDIM integrates faithfully (strokes thicken with more steps).
-# prediction_type and base_channels (the U-Net's width) are settings too, so that a variant, e.g. on a GPU,
-# is one command: scripts/train.py ddpm --device cuda --set batch_size=512 --set base_channels=32
+# prediction_type, base_channels (the U-Net's width) and num_res_blocks (its depth) are settings too, so that a
+# variant, e.g. on a GPU, is one command: scripts/train.py ddpm --device cuda --set batch_size=512 --set num_res_blocks=2
 DDPM_TRAINING = dict(steps=12000, batch_size=64, lr=1e-3, warmup_steps=300, ema_decay=0.9995, seed=0,
-                     prediction_type="epsilon", base_channels=DDPM_UNET_CONFIG["base_channels"])
+                     prediction_type="epsilon", base_channels=DDPM_UNET_CONFIG["base_channels"],
+                     num_res_blocks=DDPM_UNET_CONFIG["num_res_blocks"])
 # Flow matching (notebook 07): the same U-Net and the same training budget as the DDPM, so that the
 # two are compared at equal training compute; only the path and the target differ. Noise levels are drawn
 # logit-normal (SD3's choice, more of them mid-way): bench/time_sampling_bench.py measured it against uniform at
@@ -110,8 +111,9 @@ def _pool():
 
 
 def _pixel_unet(settings):
-    """The pixel-space U-Net the DDPM and the flow model share, at the width the settings ask for."""
-    return UNet(**{**DDPM_UNET_CONFIG, "base_channels": settings["base_channels"]})
+    """The pixel-space U-Net the DDPM and the flow model share, at the width and depth the settings ask for."""
+    return UNet(**{**DDPM_UNET_CONFIG, "base_channels": settings["base_channels"],
+                   "num_res_blocks": settings["num_res_blocks"]})
 
 
 def _prepare_ddpm(settings, device, run_dir):

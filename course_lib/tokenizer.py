@@ -86,7 +86,7 @@ class Tokenizer:
         """(n, context_length) ids of the empty text, <start> <end> <pad>...: the "no prompt" of
         classifier-free guidance. (Calling the tokenizer with "" is refused, to catch empty prompts.)"""
         row = [self.start_id, self.end_id] + [self.pad_id] * (self.context_length - 2)
-        return torch.tensor([row] * n, dtype=torch.long)
+        return torch.tensor([row], dtype=torch.long).repeat(n, 1)     # (0, context_length) when n is 0
 
     def decode(self, ids) -> str:
         """(context_length,) ids -> the text between <start> and <end>."""

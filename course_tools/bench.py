@@ -29,6 +29,22 @@ def write_results(name: str, result: dict, table: str, out: Path = ROOT / "bench
     return table
 
 
+def machine(device="cpu") -> str:
+    """Where a bench ran, for its table: "x86_64, 2 CPU threads" or "x86_64, NVIDIA H200"."""
+    import platform
+
+    import torch
+
+    device = torch.device(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    return f"{platform.machine()}, {where}"
+
+
+def sampled_on(rows) -> str:
+    """The machines the rows' samples were drawn on (older rows, drawn where they were timed, say nothing)."""
+    return ", ".join(sorted({r.get("sampled_on", "the machine that timed them") for r in rows}))
+
+
 def results(name: str) -> dict:
     """The stored results of ``bench/<name>_bench.py`` (bench/results/<name>.json), wherever the caller runs from."""
     path = ROOT / "bench" / "results" / f"{name}.json"
@@ -151,7 +167,7 @@ def compare_setting(name: str, recipe: str, setting: str, values, samplers, *, s
     identity = {"training_steps": steps, "ema_decay": ema_decay, "num_samples": num_samples}
     done = stored_rows(name, identity, lambda r: (r[setting], r["sampler"], r["steps"]), out)
     result = {**identity, "recipe": recipe, "setting": setting,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads", "rows": []}
+              "machine": machine(), "rows": []}
 
     def save():
         save_partial(name, {**result, "rows": [r for r in done.values() if "seeds" in r]}, out)

@@ -87,3 +87,12 @@ def test_tokenizer_explains_unknown_words_and_empty_prompts():
         tok([])
     with pytest.raises(TypeError):
         tok([7])
+
+
+def test_empty_text_ids_have_the_context_length_for_any_count():
+    """A training batch may drop none of its captions to the empty text: empty(0) must still be (0, L)."""
+    tok = Tokenizer()
+    for n in (0, 1, 3):
+        ids = tok.empty(n)
+        assert ids.shape == (n, tok.context_length)
+    assert tok.decode(tok.empty(1)[0]) == ""

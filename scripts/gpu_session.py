@@ -1,0 +1,237 @@
+"""Retrain the pixel DDPM, the flow model, reflow and the LDM on one GPU in one short lease, and draw the
+bench samples there: python scripts/gpu_session.py --out DIR [--deadline 560]
+
+A small U-Net on a GPU is bound by kernel launches, not arithmetic, so one model alone leaves the card
+mostly idle. This script runs the recipes (``scripts/train.py``, the same ones a CPU runs) as separate
+processes on one GPU at once, with large batches:
+
+1. a 150-step probe of each job, all at once, measures seconds per step under that load;
+2. each job then trains for as many steps as fit the time left (``--deadline`` minus what the benches need);
+   the DDPM twice, predicting the noise and predicting v, so the two targets are compared at full budget;
+3. as each model finishes it is installed in a copy of the repository (data/checkpoints + its pin), and
+   the benches draw their samples on the GPU (``--device cuda --no-timing``): the DDPM bench for both
+   DDPMs (the one with the lower DDIM-50 score goes on to DDPM-1000 and the flow bench), reflow from the
+   new flow model, the flow bench, the guidance bench for the LDM.
+
+Checkpoints land in DIR/ckpt/ as soon as they are written; DIR/results.json (every bench's partial or final
+JSON) and DIR/log.txt (the tail of every job's log) are refreshed every 10 s, so a run cut short still
+returns what it finished. Timing columns are measured afterwards on the CPU (``--timing-only``/``--retime``).
+``--smoke`` runs the whole plan in a minute on a CPU with tiny budgets, to test it before a lease.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Settings on top of each recipe (recorded in the checkpoints). The pixel U-Net gets a second residual block
+# per level (0.99M parameters, about 0.1 s per digit for 50 steps on two CPU cores); batches of 1024 keep the
+# card busy between launches; the EMA is shorter because there are fewer, larger steps.
+PIXEL = {"batch_size": 1024, "lr": 2e-3, "warmup_steps": 200, "ema_decay": 0.999, "num_res_blocks": 2}
+JOBS = {"ddpm-v": ("ddpm", {**PIXEL, "prediction_type": "v_prediction"}),
+        "ddpm-eps": ("ddpm", {**PIXEL, "prediction_type": "epsilon"}),
+        "flow": ("flow", PIXEL),
+        "ldm": ("ldm", {"batch_size": 1024, "lr": 2e-3, "warmup_steps": 200, "ema_decay": 0.999})}
+REFLOW = {"steps": 750, "batch_size": 256, "lr": 4e-4, "warmup_steps": 50, "ema_decay": 0.998}
+PROBE_STEPS = 150
+AFTER_TRAINING = 230          # seconds the benches and reflow need after the last model is trained
+
+
+class Session:
+    def __init__(self, out: Path, device: str, smoke: bool):
+        self.out, self.device, self.smoke = out, device, smoke
+        self.logs, self.results, self.lock = out / "logs", {}, threading.Lock()
+        self.scratch = Path("/tmp/gpu-session")
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        (out / "ckpt").mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "3", "TQDM_MININTERVAL": "10",
+                    "PYTHONPATH": os.pathsep.join([str(ROOT / ".gpu" / "site"), os.environ.get("PYTHONPATH", "")])}
+        self.start = time.time()
+
+    def say(self, *words):
+        print(f"[{time.time() - self.start:6.1f} s]", *words, flush=True)
+
+    def run(self, name: str, args: list, tree: Path = ROOT) -> bool:
+        """Run ``python args`` in ``tree`` (the repository or a copy), logging to logs/<name>.txt; True if it succeeded."""
+        self.say("start", name)
+        env = {**self.env, "PYTHONPATH": os.pathsep.join([str(tree), self.env["PYTHONPATH"]])}
+        with open(self.logs / f"{name}.txt", "w") as log:
+            code = subprocess.call([sys.executable, *map(str, args)], cwd=tree, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        self.say("done" if code == 0 else f"FAILED ({code})", name)
+        return code == 0
+
+    def train(self, job: str, recipe: str, settings: dict, steps: int, run_dir: Path, out: Path, tree=ROOT) -> bool:
+        if self.smoke:
+            settings = {**settings, "batch_size": 16}
+        sets = [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
+        return self.run(job, ["scripts/train.py", recipe, "--device", self.device, "--steps", steps,
+                              "--run-dir", run_dir, "--out", out, *sets], tree)
+
+    def copy_tree(self, name: str) -> Path:
+        """A copy of the repository (as installed so far) for benches that need their own pins."""
+        tree = self.scratch / name
+        with self.lock:
+            shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns("runs", ".git", ".gpu", "__pycache__", "*.ipynb"))
+        return tree
+
+    def install(self, tree: Path, name: str, checkpoint: Path) -> str:
+        """Put ``checkpoint`` in ``tree`` as shipped model ``name``: the file and its SHA-256 pin."""
+        with self.lock:
+            return install(tree, name, checkpoint)
+
+    def bench(self, name: str, script: str, args: list, tree: Path) -> bool:
+        out = self.scratch / "results" / name
+        self.results[name] = out
+        return self.run(f"bench-{name}", [f"bench/{script}", "--device", self.device, "--out", out, *args], tree)
+
+    def sync(self):
+        """Copy every bench's JSON into results.json and every log's tail into log.txt."""
+        with self.lock:
+            merged = {}
+            for name, folder in list(self.results.items()):
+                for path in sorted(folder.glob("*.json")):
+                    try:
+                        merged[f"{name}/{path.name}"] = json.loads(path.read_text())
+                    except (OSError, ValueError):     # being written right now: the next sync takes it
+                        pass
+            (self.out / "results.json").write_text(json.dumps(merged))
+            tails = []
+            for path in sorted(self.logs.glob("*.txt")):
+                lines = path.read_text(errors="replace").replace("\r", "\n").splitlines()
+                tails.append(f"===== {path.stem}\n" + "\n".join(lines[-40:]))
+            (self.out / "log.txt").write_text("\n".join(tails) + "\n")
+
+
+def install(tree: Path, name: str, checkpoint: Path) -> str:
+    """Copy ``checkpoint`` to tree/data/checkpoints/<name>.safetensors and pin its SHA-256 in
+    tree/course_lib/pretrained.py; returns the SHA-256."""
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    shutil.copyfile(checkpoint, tree / "data" / "checkpoints" / f"{name}.safetensors")
+    pins = tree / "course_lib" / "pretrained.py"
+    text, count = re.subn(rf'("{name}": \("{name}\.safetensors",\s+")[0-9a-f]{{64}}"', rf'\g<1>{digest}"',
+                          pins.read_text())
+    if count != 1:
+        raise RuntimeError(f"found {count} pins for {name} in {pins}")
+    pins.write_text(text)
+    return digest
+
+
+def seconds_per_step(run_dir: Path) -> float:
+    import torch
+    state = torch.load(run_dir / "state.pt", weights_only=True)
+    return float(state["seconds"]) / int(state["step"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="checkpoints, results.json and log.txt land here")
+    parser.add_argument("--deadline", type=float, default=560, help="seconds the whole session may take")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--smoke", action="store_true", help="tiny budgets, on any device: test the plan")
+    args = parser.parse_args()
+    s = Session(args.out, args.device, args.smoke)
+    scratch = s.scratch
+    samples = ["--num-samples", "20", "--batch-size", "10"] if args.smoke else []
+
+    # 1. the probe: every job at once, as they will run
+    probe = {job: threading.Thread(target=s.train, args=(f"probe-{job}", recipe, settings, 4 if args.smoke else PROBE_STEPS,
+                                                          scratch / "probe" / job, scratch / "probe" / f"{job}.safetensors"))
+             for job, (recipe, settings) in JOBS.items()}
+    [t.start() for t in probe.values()]
+    [t.join() for t in probe.values()]
+    left = args.deadline - (time.time() - s.start) - AFTER_TRAINING
+    steps = {}
+    for job in JOBS:
+        try:
+            per_step = seconds_per_step(scratch / "probe" / job)
+        except Exception as err:          # a job whose probe failed is not trained
+            s.say("no probe for", job, err)
+            continue
+        steps[job] = 6 if args.smoke else max(500, int(left / per_step) // 50 * 50)
+        s.say(f"{job}: {per_step * 1000:.0f} ms per step under load; {steps[job]} steps in {left:.0f} s")
+
+    ckpt = {job: args.out / "ckpt" / f"{job}.safetensors" for job in [*JOBS, "reflow"]}
+    ddpm_ready = threading.Event()
+    chosen = {}
+
+    def trained(job):
+        recipe, settings = JOBS[job]
+        return job in steps and s.train(job, recipe, settings, steps[job], scratch / "runs" / job, ckpt[job])
+
+    def ddpm_variant(job):
+        if trained(job):
+            tree = s.copy_tree(job)
+            s.install(tree, "ddpm", ckpt[job])
+            s.bench(job, "ddpm_bench.py", ["--no-timing", "--max-steps", "10" if args.smoke else "50", *samples], tree)
+
+    def ddpm_line():
+        variants = [threading.Thread(target=ddpm_variant, args=(job,)) for job in ("ddpm-v", "ddpm-eps")]
+        [t.start() for t in variants]
+        [t.join() for t in variants]
+        scores = {}
+        for job in ("ddpm-v", "ddpm-eps"):
+            path = s.results.get(job, Path("/nonexistent")) / "ddpm.json"
+            rows = json.loads(path.read_text())["rows"] if path.exists() else []
+            ddim = [r for r in rows if r["sampler"] == "ddim" and r["steps"] == (10 if args.smoke else 50)]
+            if ddim and len(ddim[0]["ratio"]) == 2:
+                scores[job] = sum(ddim[0]["ratio"]) / 2
+        s.say("DDIM-50 FD/floor, mean of two seeds:", scores)
+        if not scores:
+            ddpm_ready.set()
+            return
+        chosen["ddpm"] = job = min(scores, key=scores.get)
+        s.install(ROOT, "ddpm", ckpt[job])
+        ddpm_ready.set()
+        tree = scratch / job
+        rest = ["--max-steps", "20"] if args.smoke else []
+        threads = [threading.Thread(target=s.bench, args=(job, "ddpm_bench.py", ["--no-timing", *rest, *samples], tree)),
+                   threading.Thread(target=s.bench, args=("flow-ddpm", "flow_bench.py", ["--no-timing", "--models", "ddpm",
+                                                                                       *samples], tree))]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+
+    def flow_line():
+        if not trained("flow"):
+            return
+        s.install(ROOT, "flow", ckpt["flow"])
+        flow_rows = threading.Thread(target=s.bench, args=("flow-flow", "flow_bench.py",
+                                                           ["--no-timing", "--models", "flow", *samples], s.copy_tree("flow")))
+        flow_rows.start()
+        reflow = {**REFLOW, **({"num_pairs": 40, "steps": 4} if args.smoke else {})}
+        steps_ = reflow.pop("steps")
+        if s.train("reflow", "reflow", reflow, steps_, scratch / "runs" / "reflow", ckpt["reflow"]):
+            s.install(ROOT, "reflow", ckpt["reflow"])
+            s.bench("flow-reflow", "flow_bench.py", ["--no-timing", "--models", "reflow", *samples], s.copy_tree("reflow"))
+        flow_rows.join()
+
+    def ldm_line():
+        if trained("ldm"):
+            tree = s.copy_tree("ldm")
+            s.install(tree, "ldm", ckpt["ldm"])
+            extra = ["--attribute-samples", "2", "--steps", "4"] if args.smoke else []
+            s.bench("guidance", "guidance_bench.py", [*samples, *extra], tree)
+
+    lines = [threading.Thread(target=f) for f in (ddpm_line, flow_line, ldm_line)]
+    [t.start() for t in lines]
+    while any(t.is_alive() for t in lines):
+        time.sleep(10)
+        s.sync()
+    s.sync()
+    s.say("finished; chosen DDPM:", chosen.get("ddpm"))
+    for name in sorted(s.results):
+        print(name, sorted(p.name for p in s.results[name].glob("*.json")))
+
+
+if __name__ == "__main__":
+    main()
