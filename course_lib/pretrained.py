@@ -40,7 +40,7 @@ CHECKPOINTS: dict[str, tuple[str, str, str]] = {
              "24cc13fc8f8274770fd45753a87d02078959285a848a1ac89d2cc3c287d863be",
              "scripts/train.py clip"),
     "ldm": ("ldm.safetensors",
-            "ea8d903c8d75bea1a0b5870f30e16319b87c14acf3e6146716f562476dcf5771",
+            "d034e876e5c8a1b83bb0ade9d41090edd11f12bf5b8415542709e80748b80e8b",
             "scripts/train.py ldm"),
     "ae2d": ("ae2d.safetensors",
              "282d634603398364956bf0aeee97969ccb77f597ba9f0a65f3622d8fe05934c6",

@@ -80,7 +80,9 @@ CLIP_TRAINING = dict(steps=3000, batch_size=256, lr=1e-3, weight_decay=0.1, warm
 LDM_UNET_CONFIG = dict(in_channels=4, out_channels=4, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
                        attention_levels=(True, True), self_attention_levels=(False, True), num_heads=2,
                        context_dim=CLIP_CONFIG["text_width"], pad_to_multiple=True)
-LDM_TRAINING = dict(steps=10000, batch_size=128, lr=1e-3, warmup_steps=300, ema_decay=0.999, uncond_prob=0.1,
+# 20,000 steps: twice the first shipped model's 10,000, after which the model followed its prompt without guidance
+# 91.5-93.6% of the time instead of 87-89% (bench/guidance_bench.py at scale 1, two seeds).
+LDM_TRAINING = dict(steps=20000, batch_size=128, lr=1e-3, warmup_steps=300, ema_decay=0.999, uncond_prob=0.1,
                     seed=0)
 CLASSIFIER_TRAINING = dict(steps=3000, batch_size=128, lr=2e-3, weight_decay=5e-4, warmup_steps=100,
                            ema_decay=0.995, seed=0)

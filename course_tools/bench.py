@@ -45,6 +45,31 @@ def sampled_on(rows) -> str:
     return ", ".join(sorted({r.get("sampled_on", "the machine that timed them") for r in rows}))
 
 
+# What a default guidance setting must reach on every seed of bench/guidance_bench.py (issue 17's floors).
+GUIDANCE_FLOORS = {"accuracy": 0.995, "thickness_adherence": 0.95}
+
+
+def recommended_guidance(rows: list[dict], floors: dict = GUIDANCE_FLOORS) -> dict | None:
+    """The guidance bench row a default should use: of the rows whose every seed reaches each floor (the share of
+    digits read as the asked one, the share on the asked thickness side), the one closest to real digits (lowest
+    mean FD / floor). None if no row reaches the floors."""
+    good = [r for r in rows if all(min(r[key]) >= low for key, low in floors.items())]
+    return min(good, key=lambda r: sum(r["ratio"]) / len(r["ratio"]), default=None)
+
+
+def guidance_row(guidance: dict, guidance_scale: float, guidance_interval) -> dict:
+    """The row of the guidance bench's results measured at ``guidance_scale`` and ``guidance_interval``
+    ((0, 1): plain guidance, method "cfg"; the bench's interval: method "interval")."""
+    interval = tuple(float(x) for x in guidance_interval)
+    method = "cfg" if interval == (0.0, 1.0) else "interval"
+    if method == "interval" and interval != tuple(guidance["interval"]):
+        raise ValueError(f"the guidance bench measured the interval {tuple(guidance['interval'])}, not {interval}")
+    for row in guidance["rows"]:
+        if row["method"] == method and row["guidance_scale"] == guidance_scale:
+            return row
+    raise ValueError(f"the guidance bench has no row for {method} guidance at scale {guidance_scale:g}")
+
+
 def results(name: str) -> dict:
     """The stored results of ``bench/<name>_bench.py`` (bench/results/<name>.json), wherever the caller runs from."""
     path = ROOT / "bench" / "results" / f"{name}.json"

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from course_lib import checks
 from course_lib.attention import MultiHeadAttention, SpatialTransformer, record_attention
 from course_lib.clip import CLIP
-from course_lib.ldm import (LatentDiffusionPipeline, guided_noise, ldm_training_loss, rescale_noise_cfg,
-                             word_attention_maps)
+from course_lib.ldm import (DEFAULT_GUIDANCE_INTERVAL, EVERY_STEP, LatentDiffusionPipeline, guided_noise,
+                             ldm_training_loss, rescale_noise_cfg, word_attention_maps)
 from course_lib.schedule import NoiseSchedule
 from course_lib.tokenizer import UnknownWordError
 from course_lib.unet import UNet
@@ -187,7 +187,7 @@ def test_guidance_scale_one_skips_the_unconditional_half(pipe):
         pipe("a seven", num_inference_steps=4, guidance_scale=1.0)
         assert calls == [1] * 4
         calls.clear()
-        pipe("a seven", num_inference_steps=4, guidance_scale=3.0)
+        pipe("a seven", num_inference_steps=4, guidance_scale=3.0, guidance_interval=EVERY_STEP)
         assert calls == [2] * 4                                 # conditional and unconditional in one batch
     finally:
         hook.remove()
@@ -203,9 +203,11 @@ def test_guidance_interval_guides_only_the_steps_inside_it(pipe):
         hook.remove()
     # timesteps 999, 899, ..., 99: fractions 1.0, 0.9, ..., 0.1; guided (two passes) exactly where 0.3 <= t/999 <= 0.7
     assert calls == [2 if 0.3 <= t / 999 <= 0.7 else 1 for t in steps] and calls.count(2) == 4
-    # the whole timeline is plain guidance; an interval no step falls in is the conditional model alone
-    assert torch.equal(pipe("a seven", num_inference_steps=4, guidance_interval=(0.0, 1.0)),
+    # the default is the measured interval; an interval no step falls in is the conditional model alone
+    assert torch.equal(pipe("a seven", num_inference_steps=4, guidance_interval=DEFAULT_GUIDANCE_INTERVAL),
                        pipe("a seven", num_inference_steps=4))
+    assert not torch.equal(pipe("a seven", num_inference_steps=10, guidance_interval=EVERY_STEP),
+                           pipe("a seven", num_inference_steps=10))
     assert torch.equal(pipe("a seven", num_inference_steps=4, guidance_scale=3.0, guidance_interval=(0.5, 0.6)),
                        pipe("a seven", num_inference_steps=4, guidance_scale=1.0))
 

@@ -97,3 +97,32 @@ def test_reflow_draws_its_pairs_once_and_keeps_them_with_the_run(tmp_path):
     ready, again = train_model("reflow", tmp_path, steps=4, **small)           # resumes: same pairs, two more steps
     assert again["steps"] == 4 and pairs[0].stat().st_mtime_ns == stamp and again["pairs"] == info["pairs"]
     assert ready(batch_size=2, num_inference_steps=2, progress=False).shape == (2, 1, 28, 28)
+
+
+def _gpu_session():
+    spec = importlib.util.spec_from_file_location("gpu_session", ROOT / "scripts" / "gpu_session.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_session_ema_forgets_the_random_start_whatever_the_step_count():
+    """A fixed decay of 0.999 over 1,400 steps kept a quarter of the initial weights (the 2026-11-26 lease)."""
+    ema_decay = _gpu_session().ema_decay
+    for steps in (150, 1400, 5000, 20000):
+        assert 1e-5 < ema_decay(steps) ** steps < 1e-4           # e^-10 = 4.5e-5 of the random start is left
+    assert 0.999 ** 1400 > 0.2
+
+
+def test_gpu_session_installs_a_checkpoint_with_its_pin(tmp_path):
+    """install() copies the file into a tree and pins its SHA-256 there, so pipelines.load in that tree takes it."""
+    (tmp_path / "data" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "course_lib").mkdir()
+    (tmp_path / "course_lib" / "pretrained.py").write_text((ROOT / "course_lib" / "pretrained.py").read_text())
+    new = tmp_path / "new.safetensors"
+    new.write_bytes(b"not really weights")
+    digest = _gpu_session().install(tmp_path, "flow", new)
+    assert (tmp_path / "data" / "checkpoints" / "flow.safetensors").read_bytes() == b"not really weights"
+    pins = (tmp_path / "course_lib" / "pretrained.py").read_text()
+    assert f'"flow": ("flow.safetensors",\n             "{digest}"' in pins
+    assert pretrained.CHECKPOINTS["ddpm"][1] in pins and pretrained.CHECKPOINTS["flow"][1] not in pins

@@ -8,8 +8,10 @@ from course_lib.captions import HELD_OUT_COMBINATION, attribute_prompt, class_pr
 from course_lib.captions import attribute_matches
 from course_lib.clip import embed_images, linear_probe, retrieval_precision, zero_shot_classify
 from course_lib.data import load_mnist
+from course_lib.ldm import DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_SCALE, EVERY_STEP
 from course_lib.metrics import classifier_features, frechet_distance, load_classifier, predict, real_vs_real_floor
 from course_lib.tokenizer import UnknownWordError
+from course_tools.bench import guidance_row, recommended_guidance, results
 
 
 @pytest.mark.parametrize("name", sorted(pretrained.CHECKPOINTS))
@@ -148,7 +150,7 @@ def test_ldm_pipeline_contract(ldm):
     images = ldm(["a thick seven", "a thin one"], num_inference_steps=5, seed=0)
     assert images.shape == (2, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
     assert torch.equal(images, ldm(["a thick seven", "a thin one"], num_inference_steps=5, seed=0))
-    assert ldm.info["script"] == "scripts/train_ldm.py" and ldm.thresholds.low["thickness"]
+    assert ldm.info["script"] == "scripts/train.py ldm" and ldm.thresholds.low["thickness"]
     with pytest.raises(UnknownWordError, match="thick"):
         ldm("a thikc seven")
 
@@ -159,9 +161,9 @@ def test_ldm_draws_the_asked_digit_and_thickness():
     images = ldm([class_prompt(d) for d in range(10)], num_images_per_prompt=10, num_inference_steps=20, seed=1)
     asked = torch.arange(10).repeat_interleave(10)
     assert (predict(classifier, images) == asked).float().mean() >= 0.95
-    # without guidance's second pass through the prompt (scale 0), the digit is left to chance
+    # without the prompt (guidance scale 0 at every step: the unconditional model), the digit is left to chance
     unguided = ldm([class_prompt(d) for d in range(10)], num_images_per_prompt=10, num_inference_steps=20, seed=1,
-                   guidance_scale=0.0)
+                   guidance_scale=0.0, guidance_interval=EVERY_STEP)
     assert (predict(classifier, unguided) == asked).float().mean() < 0.5
     for d in (1, 4, 8):
         thick = ldm(attribute_prompt("thick", d), num_images_per_prompt=10, num_inference_steps=20, seed=2)
@@ -210,3 +212,13 @@ def test_reflowed_model_is_straighter_than_its_teacher():
     gap = {name: (pipe.solve(noise, 1, progress=False) - pipe.solve(noise, 16, progress=False)).flatten(1).norm(dim=1)
            .mean().item() for name, pipe in (("flow", flow), ("reflow", reflow))}
     assert gap["reflow"] < 0.5 * gap["flow"], gap
+
+
+def test_the_default_guidance_is_the_one_the_measurements_pick():
+    """course_lib.ldm's default is what course_tools.bench.recommended_guidance picks from bench/guidance_bench.py's
+    stored measurements of the shipped LDM (same checkpoint), so the library, the bench and notebook 06 agree."""
+    guidance = results("guidance")
+    assert guidance["checkpoint_sha256"] == pretrained.CHECKPOINTS["ldm"][1]
+    best = recommended_guidance(guidance["rows"])
+    assert best is guidance_row(guidance, DEFAULT_GUIDANCE_SCALE, DEFAULT_GUIDANCE_INTERVAL)
+    assert min(best["accuracy"]) >= 0.995 and min(best["thickness_adherence"]) >= 0.95
