@@ -13,7 +13,6 @@ refreshes the table between the <!-- bench:ddpm --> markers in README.md.
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
@@ -22,8 +21,8 @@ from course_lib.data import load_mnist
 from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (ROOT, machine, measure_seeds, sampled_on, sampling, save_partial, span, stored_rows,
-                                write_results)
+from course_tools.bench import (ROOT, add_output_arguments, machine, measure_seeds, sampled_on, sampling,
+                                save_partial, span, stored_rows, write_results)
 
 # (sampler, steps, use_clipped_model_output); the last row is DDIM without that switch, for comparison.
 # DDPM-1000, the slowest by far, comes last so that the others are measured first.
@@ -49,10 +48,7 @@ def main():
                         help="skip the timing passes (while the machine is busy; run again later to time)")
     parser.add_argument("--timing-only", action="store_true",
                         help="measure no new seeds, only time the rows that have no timing yet")
-    parser.add_argument("--force", action="store_true", help="measure every row again")
-    parser.add_argument("--device", default="cpu",
-                        help="where to draw the samples (cuda on a GPU; time on the CPU afterwards, --timing-only)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    add_output_arguments(parser)
     args = parser.parse_args()
     pipe, classifier = pipelines.load("ddpm", device=args.device), load_classifier()
     heldout, pool = load_mnist("test").images, load_mnist("train").images

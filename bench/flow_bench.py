@@ -26,8 +26,8 @@ from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 from course_lib.schedule import NoiseSchedule
 
-from course_tools.bench import (ROOT, machine, measure_seeds, sampled_on, quality_cells, sampling, save_partial, span, stored_rows,
-                                write_results)
+from course_tools.bench import (ROOT, add_output_arguments, machine, measure_seeds, quality_cells, sampled_on,
+                                sampling, save_partial, span, stored_rows, write_results)
 
 STEPS = (1, 2, 4, 8, 16, 50)
 # (row, model, sampler): "ddpm on flow clock" is the DDPM's network driven as a flow (flow.DiffusionAsFlow):
@@ -58,10 +58,7 @@ def main():
     parser.add_argument("--models", default="ddpm,flow,reflow", help="measure rows of these models only (comma-separated)")
     parser.add_argument("--retime", action="store_true",
                         help="time every row again (do it alone on the machine, so that all rows are timed alike)")
-    parser.add_argument("--force", action="store_true", help="measure every row again")
-    parser.add_argument("--device", default="cpu",
-                        help="where to draw the samples (cuda on a GPU; time on the CPU afterwards, --timing-only)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    add_output_arguments(parser)
     args = parser.parse_args()
     models = args.models.split(",")
     pipes = {name: pipelines.load(name, device=args.device) for name in models}

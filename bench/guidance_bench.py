@@ -19,7 +19,6 @@ bench/results/guidance.json and .md.
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
@@ -31,8 +30,8 @@ from course_lib.metrics import (classifier_features, load_classifier, predict, q
                                 within_class_spread)
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (GUIDANCE_FLOORS, ROOT, guidance_row, machine, measure_seeds, recommended_guidance,
-                                save_partial, span, stored_rows, write_results)
+from course_tools.bench import (GUIDANCE_FLOORS, ROOT, add_output_arguments, guidance_row, machine, measure_seeds,
+                                recommended_guidance, save_partial, span, stored_rows, write_results)
 
 # The interval measured is the pipeline's default one: fractions of the noise timeline, about sigma in (0.3, 5)
 # (Kynkäänniemi et al.'s EDM2 range). "cfg" and rescale rows guide every step (EVERY_STEP).
@@ -49,9 +48,7 @@ def main():
     parser.add_argument("--attribute-samples", type=int, default=50, help="per word, digit and seed")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--device", default="cpu",
-                        help="where to draw the samples (cuda on a GPU; time on the CPU afterwards, --timing-only)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    add_output_arguments(parser, force=False)
     args = parser.parse_args()
     pipe, classifier = pipelines.load("ldm", device=args.device), load_classifier()
     heldout, pool = load_mnist("test"), load_mnist("train")

@@ -29,6 +29,17 @@ def write_results(name: str, result: dict, table: str, out: Path = ROOT / "bench
     return table
 
 
+def add_output_arguments(parser, force: bool = True) -> None:
+    """The arguments every sampling bench shares: --force (measure every row again), --device, --out."""
+    from pathlib import Path
+
+    if force:
+        parser.add_argument("--force", action="store_true", help="measure every row again")
+    parser.add_argument("--device", default="cpu",
+                        help="where to draw the samples (cuda on a GPU, with --no-timing; time them on the CPU afterwards)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+
+
 def machine(device="cpu") -> str:
     """Where a bench ran, for its table: "x86_64, 2 CPU threads" or "x86_64, NVIDIA H200"."""
     import platform
