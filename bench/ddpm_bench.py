@@ -21,7 +21,7 @@ from course_lib.data import load_mnist
 from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (ROOT, add_output_arguments, machine, measure_seeds, sampled_on, sampling,
+from course_tools.bench import (add_output_arguments, machine, measure_seeds, sampled_on, sampling,
                                 save_partial, span, stored_rows, write_results)
 
 # (sampler, steps, use_clipped_model_output); the last row is DDIM without that switch, for comparison.

@@ -17,7 +17,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
 from course_lib import pipelines
 from course_lib.data import load_mnist
@@ -26,7 +25,7 @@ from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 from course_lib.schedule import NoiseSchedule
 
-from course_tools.bench import (ROOT, add_output_arguments, machine, measure_seeds, quality_cells, sampled_on,
+from course_tools.bench import (add_output_arguments, machine, measure_seeds, quality_cells, sampled_on,
                                 sampling, save_partial, span, stored_rows, write_results)
 
 STEPS = (1, 2, 4, 8, 16, 50)
@@ -63,7 +62,8 @@ def main():
     models = args.models.split(",")
     pipes = {name: pipelines.load(name, device=args.device) for name in models}
     if "ddpm" in pipes:
-        pipes["ddpm on flow clock"] = FlowMatchingPipeline(DiffusionAsFlow(pipes["ddpm"].unet, NoiseSchedule("linear")))
+        pipes["ddpm on flow clock"] = FlowMatchingPipeline(DiffusionAsFlow(pipes["ddpm"].unet, NoiseSchedule("linear"),
+                                                                       prediction_type=pipes["ddpm"].prediction_type))
     classifier = load_classifier()
     heldout, pool = load_mnist("test").images, load_mnist("train").images
     identity = {"num_samples": args.num_samples}

@@ -30,7 +30,7 @@ from course_lib.metrics import (classifier_features, load_classifier, predict, q
                                 within_class_spread)
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (GUIDANCE_FLOORS, ROOT, add_output_arguments, guidance_row, machine, measure_seeds,
+from course_tools.bench import (GUIDANCE_FLOORS, add_output_arguments, guidance_row, machine, measure_seeds,
                                 recommended_guidance, save_partial, span, stored_rows, write_results)
 
 # The interval measured is the pipeline's default one: fractions of the noise timeline, about sigma in (0.3, 5)
@@ -53,7 +53,8 @@ def main():
     pipe, classifier = pipelines.load("ldm", device=args.device), load_classifier()
     heldout, pool = load_mnist("test"), load_mnist("train")
     per_digit = args.num_samples // 10
-    identity = {"checkpoint_sha256": CHECKPOINTS["ldm"][1], "num_samples": args.num_samples, "steps": args.steps}
+    identity = {"checkpoint_sha256": CHECKPOINTS["ldm"][1], "num_samples": args.num_samples, "steps": args.steps,
+                "interval": list(INTERVAL)}        # rows measured at another interval are measured again
     done = stored_rows("guidance", identity, lambda r: (r["method"], r["guidance_scale"]), args.out)
     result = {**identity, "seeds": list(SEEDS), "interval": list(INTERVAL), "checkpoint": pipe.info,
               "machine": machine(args.device), "rows": []}
@@ -93,7 +94,7 @@ def main():
             measured = pipe.thresholds.sides(styled, digit)[:, 0]            # column 0: thickness
             return {**report, "accuracy": [(predict(classifier, images) == asked).float().mean().item()],
                     "spread": [spread], "thickness_adherence": [(measured == side).float().mean().item()],
-                    "seconds_per_digit": [drawn["seconds"] / len(images)]}
+                    "seconds_per_digit": [drawn["seconds"] / len(images)], "sampled_on": machine(args.device)}
 
         row = done.setdefault((method, scale), {"method": method, "guidance_scale": scale})
         measure_seeds(row, SEEDS, measure, save)
@@ -111,7 +112,8 @@ def markdown_table(result) -> str:
              f"\"a handwritten <digit>\"), seeds {result['seeds']}, each against {result['num_samples']:,} held-out "
              f"digits; ranges over the seeds; floor {span(floor, '{:.1f}')}. Spread: within-class variance of the "
              "samples over that of real digits (1 = as varied). Interval: guidance only where "
-             f"{low:g} ≤ t / T ≤ {high:g}. On {result['machine']}.", "",
+             f"{low:g} ≤ t / T ≤ {high:g}. Drawn and timed (s / digit, sampling only) on "
+             f"{', '.join(sorted({r.get('sampled_on', result['machine']) for r in rows}))}.", "",
              "| guidance | scale | FD / floor | prompt accuracy | spread | thick/thin adherence | precision | recall "
              "| s / digit |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -19,7 +19,6 @@ Writes bench/results/ldm.json and ldm.md and the README table between <!-- bench
 """
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from course_lib.schedule import NoiseSchedule
 from course_lib.train import seconds_per_step
 from course_lib.unet import UNet
 
-from course_tools.bench import ROOT, write_results
+from course_tools.bench import ROOT, machine, write_results
 
 
 def generate(pipe, prompts, n_each, batch_size, seed, **kwargs):
@@ -180,7 +179,7 @@ def main():
 
     result = {"prompt_accuracy": accuracy, "thickness": adherence, "comparison": comparison,
               "checkpoint": pipe.info, "recipe": CHECKPOINTS["ldm"][2],
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"}
+              "machine": machine()}
     print(write_results("ldm", result, markdown_table(result), args.out))
 
 
@@ -212,8 +211,8 @@ def markdown_table(r) -> str:
               f"{twin['params']:,} | {twin['seconds_per_image']:.4f} | {twin['train_images_per_second']:.0f} |",
               "", f"At its default guidance, latent sampling is **{c['speedup']:.1f}×** faster per image than the pixel "
               f"DDPM's DDIM at the same steps ({c['speedup_guidance_1']:.1f}× at guidance 1, the same one UNet pass per "
-              f"step), and **{c['speedup_same_network']:.0f}×** faster than the same network on pixels (both with two "
-              "passes per step). Quality against real digits, and the guidance scan, are measured by "
+              f"step). Guided at every step, it is **{c['speedup_same_network']:.0f}×** faster than the same network on "
+              "pixels with the same two passes per step. Quality against real digits, and the guidance scan, are measured by "
               "`bench/guidance_bench.py` (below).",
               "", f"Checkpoint: {r['checkpoint'].get('steps', '?')} training steps, "
               f"{r['checkpoint'].get('train_seconds', '?')} s on {r['checkpoint'].get('hardware', '?')}; "

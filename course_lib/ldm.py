@@ -298,6 +298,6 @@ def _check_prompts(prompt, name: str) -> list[str]:
     for p in prompts:
         if not p.strip():
             raise ValueError(f"{name} {p!r} is empty; write what to draw, e.g. 'a thick seven' "
-                             "(for the unconditional model use guidance_scale=0)")
+                             "(for the unconditional model use guidance_scale=0, guidance_interval=EVERY_STEP)")
     return list(prompts)
 

@@ -31,12 +31,10 @@ def write_results(name: str, result: dict, table: str, out: Path = ROOT / "bench
 
 def add_output_arguments(parser, force: bool = True) -> None:
     """The arguments every sampling bench shares: --force (measure every row again), --device, --out."""
-    from pathlib import Path
-
     if force:
         parser.add_argument("--force", action="store_true", help="measure every row again")
     parser.add_argument("--device", default="cpu",
-                        help="where to draw the samples (cuda on a GPU, with --no-timing; time them on the CPU afterwards)")
+                        help="where to draw the samples, e.g. cuda; each row records where it was drawn")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
 
 
@@ -190,10 +188,6 @@ def compare_setting(name: str, recipe: str, setting: str, values, samplers, *, s
     in <name>.json as soon as it is measured. Returns the result dict (rows carry ``setting: value``,
     sampler, steps, the report's lists, train_seconds, final_loss_avg100).
     """
-    import platform
-
-    import torch
-
     from course_lib.data import load_mnist
     from course_lib.metrics import load_classifier, quality_report
     from course_lib.recipes import train_model

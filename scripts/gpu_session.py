@@ -8,7 +8,8 @@ processes on one GPU at once, with large batches:
 1. a 150-step probe of each job, all at once, measures seconds per step under that load;
 2. each job then trains for as many steps as fit the time left (``--deadline`` minus what the benches need);
    the DDPM twice, predicting the noise and predicting v, so the two targets are compared at full budget;
-3. as each model finishes it is installed in a copy of the repository (data/checkpoints + its pin), and
+3. as each model finishes it is installed (data/checkpoints + its pin) in the repository this script runs from
+   (meant for the GPU machine's copy: it overwrites the shipped files there) or in a copy of it, and
    the benches draw their samples on the GPU (``--device cuda --no-timing``): the DDPM bench for both
    DDPMs (the one with the lower DDIM-50 score goes on to DDPM-1000 and the flow bench), reflow from the
    new flow model, the flow bench, the guidance bench for the LDM.
@@ -56,6 +57,8 @@ class Session:
         self.logs, self.results, self.lock = out / "logs", {}, threading.Lock()
         self.scratch = Path("/tmp/gpu-session")
         shutil.rmtree(self.scratch, ignore_errors=True)
+        if (out / "ckpt").exists() and any((out / "ckpt").iterdir()):
+            raise SystemExit(f"{out / 'ckpt'} already holds checkpoints; choose another --out (nothing is overwritten)")
         (out / "ckpt").mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "3", "TQDM_MININTERVAL": "10",
@@ -126,13 +129,16 @@ def install(tree: Path, name: str, checkpoint: Path) -> str:
                           pins.read_text())
     if count != 1:
         raise RuntimeError(f"found {count} pins for {name} in {pins}")
-    pins.write_text(text)
+    partial = pins.with_suffix(".py.partial")
+    partial.write_text(text)
+    os.replace(partial, pins)                 # atomic: a process starting meanwhile reads the old pins or the new
     return digest
 
 
 def ema_decay(steps: int) -> float:
-    """An EMA decay for a run of ``steps`` steps: the initial weights keep decay^steps = e^-10 of their share."""
-    return round(1 - 10 / steps, 5)
+    """An EMA decay for a run of ``steps`` steps: the initial weights keep decay^steps = e^-10 of their share
+    (0, no averaging, for runs under 10 steps such as --smoke's)."""
+    return max(0.0, round(1 - 10 / steps, 5))
 
 
 def seconds_per_step(run_dir: Path) -> float:

@@ -111,6 +111,8 @@ def test_gpu_session_ema_forgets_the_random_start_whatever_the_step_count():
     ema_decay = _gpu_session().ema_decay
     for steps in (150, 1400, 5000, 20000):
         assert 1e-5 < ema_decay(steps) ** steps < 1e-4           # e^-10 = 4.5e-5 of the random start is left
+    for steps in (1, 4, 10):                                      # --smoke's runs: a decay train() accepts
+        assert ema_decay(steps) == 0.0
     assert 0.999 ** 1400 > 0.2
 
 
