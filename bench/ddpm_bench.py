@@ -18,10 +18,11 @@ import torch
 
 from course_lib import pipelines
 from course_lib.data import load_mnist
+from course_lib.device import describe_device
 from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (add_output_arguments, machine, measure_seeds, sampled_on, sampling,
+from course_tools.bench import (add_output_arguments, measure_seeds, sampled_on, sampling,
                                 save_partial, span, stored_rows, write_results)
 
 # (sampler, steps, use_clipped_model_output); the last row is DDIM without that switch, for comparison.
@@ -55,7 +56,7 @@ def main():
     identity = {"checkpoint_sha256": CHECKPOINTS["ddpm"][1], "num_samples": args.num_samples}
     done = {} if args.force else stored_rows("ddpm", identity, lambda r: (r["sampler"], r["steps"]), args.out)
     result = {**identity, "seeds": list(SEEDS), "timing_batch": args.timing_batch, "checkpoint": pipe.info,
-              "machine": machine(args.device), "rows": []}
+              "machine": describe_device(args.device), "rows": []}
 
     def save():
         save_partial("ddpm", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
@@ -68,7 +69,7 @@ def main():
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
             measure_seeds(row, () if args.timing_only else SEEDS,
                           lambda seed: {**quality_report(classifier, generate, heldout, pool, args.num_samples,
-                                                         seeds=(seed,)), "sampled_on": machine(args.device)}, save)
+                                                         seeds=(seed,)), "sampled_on": describe_device(args.device)}, save)
             if "seconds_per_digit" not in row and not args.no_timing:
                 start = time.perf_counter()
                 pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler, seed=0,

@@ -20,12 +20,13 @@ from pathlib import Path
 
 from course_lib import pipelines
 from course_lib.data import load_mnist
+from course_lib.device import describe_device
 from course_lib.flow import DiffusionAsFlow, FlowMatchingPipeline
 from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 from course_lib.schedule import NoiseSchedule
 
-from course_tools.bench import (add_output_arguments, machine, measure_seeds, quality_cells, sampled_on,
+from course_tools.bench import (add_output_arguments, measure_seeds, quality_cells, sampled_on,
                                 sampling, save_partial, span, stored_rows, write_results)
 
 STEPS = (1, 2, 4, 8, 16, 50)
@@ -56,7 +57,7 @@ def main():
     parser.add_argument("--no-timing", action="store_true", help="skip the timing passes (while the machine is busy)")
     parser.add_argument("--models", default="ddpm,flow,reflow", help="measure rows of these models only (comma-separated)")
     parser.add_argument("--retime", action="store_true",
-                        help="time every row again (do it alone on the machine, so that all rows are timed alike)")
+                        help="time every row again (do it alone on the so that all rows are timed alike)")
     add_output_arguments(parser)
     args = parser.parse_args()
     models = args.models.split(",")
@@ -77,7 +78,7 @@ def main():
     previous = results_or_empty(args.out)
     result = {**identity, "seeds": list(SEEDS), "timing_batch": args.timing_batch,
               "checkpoints": {**previous.get("checkpoints", {}), **{name: pipes[name].info for name in models}},
-              "machine": machine(args.device), "rows": []}
+              "machine": describe_device(args.device), "rows": []}
 
     def save():
         save_partial("flow", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
@@ -92,7 +93,7 @@ def main():
             pipe = pipes[name if name in pipes else model]
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
             measure_seeds(row, SEEDS, lambda seed: {**quality_report(classifier, generate, heldout, pool, args.num_samples,
-                                                                     seeds=(seed,)), "sampled_on": machine(args.device)}, save)
+                                                                     seeds=(seed,)), "sampled_on": describe_device(args.device)}, save)
             if "seconds_per_digit" not in row and not args.no_timing:
                 start = time.perf_counter()
                 pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler, seed=0, progress=False,

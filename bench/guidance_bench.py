@@ -25,13 +25,14 @@ import torch
 from course_lib import pipelines
 from course_lib.captions import attribute_prompt, class_prompt
 from course_lib.data import load_mnist
+from course_lib.device import describe_device
 from course_lib.ldm import DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_SCALE, EVERY_STEP
 from course_lib.metrics import (classifier_features, load_classifier, predict, quality_report,
                                 within_class_spread)
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (GUIDANCE_FLOORS, add_output_arguments, guidance_row, machine, measure_seeds,
-                                recommended_guidance, save_partial, span, stored_rows, write_results)
+from course_tools.bench import (GUIDANCE_FLOORS, add_output_arguments, guidance_row, measure_seeds, meets_floors,
+                                recommended_guidance, sampled_on, save_partial, span, stored_rows, write_results)
 
 # The interval measured is the pipeline's default one: fractions of the noise timeline, about sigma in (0.3, 5)
 # (Kynkäänniemi et al.'s EDM2 range). "cfg" and rescale rows guide every step (EVERY_STEP).
@@ -57,7 +58,7 @@ def main():
                 "interval": list(INTERVAL)}        # rows measured at another interval are measured again
     done = stored_rows("guidance", identity, lambda r: (r["method"], r["guidance_scale"]), args.out)
     result = {**identity, "seeds": list(SEEDS), "interval": list(INTERVAL), "checkpoint": pipe.info,
-              "machine": machine(args.device), "rows": []}
+              "machine": describe_device(args.device), "rows": []}
 
     def save():
         save_partial("guidance", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
@@ -94,7 +95,7 @@ def main():
             measured = pipe.thresholds.sides(styled, digit)[:, 0]            # column 0: thickness
             return {**report, "accuracy": [(predict(classifier, images) == asked).float().mean().item()],
                     "spread": [spread], "thickness_adherence": [(measured == side).float().mean().item()],
-                    "seconds_per_digit": [drawn["seconds"] / len(images)], "sampled_on": machine(args.device)}
+                    "seconds_per_digit": [drawn["seconds"] / len(images)], "sampled_on": describe_device(args.device)}
 
         row = done.setdefault((method, scale), {"method": method, "guidance_scale": scale})
         measure_seeds(row, SEEDS, measure, save)
@@ -113,7 +114,7 @@ def markdown_table(result) -> str:
              f"digits; ranges over the seeds; floor {span(floor, '{:.1f}')}. Spread: within-class variance of the "
              "samples over that of real digits (1 = as varied). Interval: guidance only where "
              f"{low:g} ≤ t / T ≤ {high:g}. Drawn and timed (s / digit, sampling only) on "
-             f"{', '.join(sorted({r.get('sampled_on', result['machine']) for r in rows}))}.", "",
+             f"{sampled_on(rows, unlabelled=result['machine'])}.", "",
              "| guidance | scale | FD / floor | prompt accuracy | spread | thick/thin adherence | precision | recall "
              "| s / digit |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -130,7 +131,7 @@ def recommendation(result) -> str:
     if best is None:
         return f"No setting reaches {floors} on both seeds."
     default = guidance_row(result, DEFAULT_GUIDANCE_SCALE, DEFAULT_GUIDANCE_INTERVAL)
-    varied = [r for r in result["rows"] if min(r["spread"]) >= 0.85 and all(min(r[k]) >= v for k, v in GUIDANCE_FLOORS.items())]
+    varied = [r for r in result["rows"] if min(r["spread"]) >= 0.85 and meets_floors(r)]
     return (f"Of the settings with {floors} on both seeds, {best['method']} guidance at scale {best['guidance_scale']:g} "
             f"is closest to real digits ({span(best['ratio'])} × the floor, spread {span(best['spread'])}); "
             + ("it is the pipeline's default" if best is default else

@@ -28,6 +28,7 @@ from course_lib import pipelines
 from course_lib.captions import (DIGIT_WORDS, attribute_codes, attribute_prompt, class_prompt, ldm_caption,
                                  stroke_thickness)
 from course_lib.data import load_mnist
+from course_lib.device import describe_device
 from course_lib.ddpm import diffusion_loss
 from course_lib.ldm import (DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_SCALE, EVERY_STEP, encode_latent_distribution,
                             ldm_training_loss)
@@ -38,7 +39,7 @@ from course_lib.schedule import NoiseSchedule
 from course_lib.train import seconds_per_step
 from course_lib.unet import UNet
 
-from course_tools.bench import ROOT, machine, write_results
+from course_tools.bench import ROOT, write_results
 
 
 def generate(pipe, prompts, n_each, batch_size, seed, **kwargs):
@@ -118,7 +119,7 @@ def main():
     adherence = thickness_adherence(pipe, args.attribute_samples, args.batch_size, args.seed, **common)
     print("thickness", adherence)
 
-    # 3. pixel space vs latent space: same steps, same batch, same machine, same run. The four samplers are timed in
+    # 3. pixel space vs latent space: same steps, same batch, same same run. The four samplers are timed in
     # turn, three rounds, and each keeps its fastest round: one timing of a busy two-core machine can be 25% off.
     n = args.batch_size
     latent_prompts = [class_prompt(d) for d in range(10) for _ in range(n // 10)]
@@ -179,7 +180,7 @@ def main():
 
     result = {"prompt_accuracy": accuracy, "thickness": adherence, "comparison": comparison,
               "checkpoint": pipe.info, "recipe": CHECKPOINTS["ldm"][2],
-              "machine": machine()}
+              "machine": describe_device()}
     print(write_results("ldm", result, markdown_table(result), args.out))
 
 

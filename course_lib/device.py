@@ -6,6 +6,7 @@ GPU (MPS) is present it is used, unless ``COURSE_DEVICE`` says otherwise
 """
 
 import os
+import platform
 import random
 
 import numpy as np
@@ -52,3 +53,11 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def describe_device(device: torch.device | str = "cpu") -> str:
+    """The hardware behind ``device``, for provenance and bench tables: "x86_64, 2 CPU threads" or
+    "x86_64, NVIDIA H200"."""
+    device = torch.device(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    return f"{platform.machine()}, {where}"

@@ -12,7 +12,6 @@ is the command line around it; it runs the same recipes that made every shipped 
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from .captions import AttributeThresholds, attribute_codes, ldm_caption
 from .clip import CLIP, clip_training_loss
 from .data import load_mnist
 from .ddpm import diffusion_loss
-from .device import get_device, seed_everything
+from .device import describe_device, get_device, seed_everything
 from .flow import flow_matching_loss, reflow_loss, reflow_pairs
 from .ldm import encode_latent_distribution, ldm_training_loss
 from .metrics import MNISTClassifier, classifier_loss, predict
@@ -244,5 +243,4 @@ def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.d
 
 
 def _hardware(device: torch.device) -> str:
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    return f"{platform.machine()}, {where}, device {device}"
+    return f"{describe_device(device)}, device {device}"

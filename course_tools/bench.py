@@ -38,20 +38,10 @@ def add_output_arguments(parser, force: bool = True) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
 
 
-def machine(device="cpu") -> str:
-    """Where a bench ran, for its table: "x86_64, 2 CPU threads" or "x86_64, NVIDIA H200"."""
-    import platform
-
-    import torch
-
-    device = torch.device(device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    return f"{platform.machine()}, {where}"
-
-
-def sampled_on(rows) -> str:
-    """The machines the rows' samples were drawn on (older rows, drawn where they were timed, say nothing)."""
-    return ", ".join(sorted({r.get("sampled_on", "the machine that timed them") for r in rows}))
+def sampled_on(rows, unlabelled: str = "the machine that timed them") -> str:
+    """The machines the rows' samples were drawn on; ``unlabelled`` for rows measured before rows said (they were
+    drawn where their bench ran)."""
+    return ", ".join(sorted({r.get("sampled_on", unlabelled) for r in rows}))
 
 
 # What a default guidance setting must reach on every seed of bench/guidance_bench.py (issue 17's floors).
@@ -62,8 +52,13 @@ def recommended_guidance(rows: list[dict], floors: dict = GUIDANCE_FLOORS) -> di
     """The guidance bench row a default should use: of the rows whose every seed reaches each floor (the share of
     digits read as the asked one, the share on the asked thickness side), the one closest to real digits (lowest
     mean FD / floor). None if no row reaches the floors."""
-    good = [r for r in rows if all(min(r[key]) >= low for key, low in floors.items())]
+    good = [r for r in rows if meets_floors(r, floors)]
     return min(good, key=lambda r: sum(r["ratio"]) / len(r["ratio"]), default=None)
+
+
+def meets_floors(row: dict, floors: dict = GUIDANCE_FLOORS) -> bool:
+    """Whether every seed of a guidance bench row reaches each floor."""
+    return all(min(row[key]) >= low for key, low in floors.items())
 
 
 def guidance_row(guidance: dict, guidance_scale: float, guidance_interval) -> dict:
@@ -189,6 +184,7 @@ def compare_setting(name: str, recipe: str, setting: str, values, samplers, *, s
     sampler, steps, the report's lists, train_seconds, final_loss_avg100).
     """
     from course_lib.data import load_mnist
+    from course_lib.device import describe_device
     from course_lib.metrics import load_classifier, quality_report
     from course_lib.recipes import train_model
 
@@ -197,7 +193,7 @@ def compare_setting(name: str, recipe: str, setting: str, values, samplers, *, s
     identity = {"training_steps": steps, "ema_decay": ema_decay, "num_samples": num_samples}
     done = stored_rows(name, identity, lambda r: (r[setting], r["sampler"], r["steps"]), out)
     result = {**identity, "recipe": recipe, "setting": setting,
-              "machine": machine(), "rows": []}
+              "machine": describe_device(), "rows": []}
 
     def save():
         save_partial(name, {**result, "rows": [r for r in done.values() if "seeds" in r]}, out)
