@@ -11,8 +11,9 @@ For each guidance setting in CONFIGS, per seed (0 and 1), by the course's protoc
   the digit's thickness threshold (the CLIP's, the one the training captions used);
 * seconds per digit, sampling only.
 
-The settings: plain CFG at several scales, guidance applied only in a middle interval of noise levels
-(``guidance_interval``, Kynkäänniemi et al. 2024) and CFG rescale (``guidance_rescale``, Lin et al. 2024).
+The settings (CONFIGS): plain CFG at several scales, guidance applied only in an interval of noise levels
+(``guidance_interval``, Kynkäänniemi et al. 2024), CFG rescale (``guidance_rescale``, Lin et al. 2024) and
+condition annealing (``condition_annealing``, CADS, Sadat et al. 2024).
 Each (setting, seed) is stored as soon as it is measured; an interrupted run resumes. Writes
 bench/results/guidance.json and .md.
 """
@@ -26,20 +27,29 @@ from course_lib import pipelines
 from course_lib.captions import attribute_prompt, class_prompt
 from course_lib.data import load_mnist
 from course_lib.device import describe_device
-from course_lib.ldm import DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_SCALE, EVERY_STEP
+from course_lib.ldm import (DEFAULT_CONDITION_ANNEALING, DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_SCALE,
+                            EVERY_STEP)
 from course_lib.metrics import (classifier_features, load_classifier, predict, quality_report,
                                 within_class_spread)
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (GUIDANCE_FLOORS, add_output_arguments, guidance_row, measure_seeds, meets_floors,
-                                recommended_guidance, sampled_on, save_partial, span, stored_rows, write_results)
+from course_tools.bench import (GUIDANCE_FLOORS, add_output_arguments, guidance_row, guidance_settings, measure_seeds,
+                                meets_floors, recommended_guidance, sampled_on, save_partial, span, stored_rows,
+                                write_results)
 
-# The interval measured is the pipeline's default one: fractions of the noise timeline, about sigma in (0.3, 5)
-# (Kynkäänniemi et al.'s EDM2 range). "cfg" and rescale rows guide every step (EVERY_STEP).
-INTERVAL = DEFAULT_GUIDANCE_INTERVAL
+# The settings: (method, guidance scale, the other pipeline arguments). Intervals are fractions of the noise
+# timeline (0 clean, 1 pure noise): the middle one is about sigma in (0.3, 5), Kynkaenniemi et al.'s EDM2 range;
+# BANDS guide one fifth of the timeline each, at scale 3, to show where guidance buys accuracy and where it costs
+# variety; the late one is the least noisy fifth. CADS adds condition annealing to it.
+MIDDLE, LATE, CADS = (0.1, 0.6), (0.0, 0.2), (0.4, 0.9)
+BANDS = [(0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0)]
 CONFIGS = ([("cfg", s, {"guidance_interval": EVERY_STEP}) for s in (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0)]
-           + [("interval", s, {"guidance_interval": INTERVAL}) for s in (1.5, 2.0, 3.0, 4.0, 6.0)]
-           + [("rescale 0.7", s, {"guidance_rescale": 0.7, "guidance_interval": EVERY_STEP}) for s in (3.0, 6.0)])
+           + [("interval 0.1-0.6", s, {"guidance_interval": MIDDLE}) for s in (1.5, 2.0, 3.0, 4.0, 6.0)]
+           + [("rescale 0.7", s, {"guidance_rescale": 0.7, "guidance_interval": EVERY_STEP}) for s in (3.0, 6.0)]
+           + [(f"interval {low:g}-{high:g}", 3.0, {"guidance_interval": (low, high)}) for low, high in BANDS]
+           + [("interval 0-0.2", s, {"guidance_interval": LATE}) for s in (5.0, 6.0)]
+           + [("interval 0-0.2 + CADS", s, {"guidance_interval": LATE, "condition_annealing": CADS})
+              for s in (5.0, 6.0, 7.0)])
 SEEDS = (0, 1)
 
 
@@ -54,11 +64,11 @@ def main():
     pipe, classifier = pipelines.load("ldm", device=args.device), load_classifier()
     heldout, pool = load_mnist("test"), load_mnist("train")
     per_digit = args.num_samples // 10
-    identity = {"checkpoint_sha256": CHECKPOINTS["ldm"][1], "num_samples": args.num_samples, "steps": args.steps,
-                "interval": list(INTERVAL)}        # rows measured at another interval are measured again
-    done = stored_rows("guidance", identity, lambda r: (r["method"], r["guidance_scale"]), args.out)
-    result = {**identity, "seeds": list(SEEDS), "interval": list(INTERVAL), "checkpoint": pipe.info,
-              "machine": describe_device(args.device), "rows": []}
+    identity = {"checkpoint_sha256": CHECKPOINTS["ldm"][1], "num_samples": args.num_samples, "steps": args.steps}
+    # a stored row is reused only if it was measured with the same settings (each row records its own)
+    done = stored_rows("guidance", identity, lambda r: (r["guidance_scale"], repr(r["settings"])), args.out)
+    result = {**identity, "seeds": list(SEEDS), "checkpoint": pipe.info, "machine": describe_device(args.device),
+              "rows": []}
 
     def save():
         save_partial("guidance", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
@@ -97,7 +107,11 @@ def main():
                     "spread": [spread], "thickness_adherence": [(measured == side).float().mean().item()],
                     "seconds_per_digit": [drawn["seconds"] / len(images)], "sampled_on": describe_device(args.device)}
 
-        row = done.setdefault((method, scale), {"method": method, "guidance_scale": scale})
+        stored = guidance_settings(extra["guidance_interval"], extra.get("condition_annealing"),
+                                   extra.get("guidance_rescale", 0.0))
+        settings["condition_annealing"] = extra.get("condition_annealing")     # None: off, whatever the default
+        row = done.setdefault((scale, repr(stored)), {"method": method, "guidance_scale": scale, "settings": stored})
+        row["method"] = method
         measure_seeds(row, SEEDS, measure, save)
         print(method, scale, "FD/floor", span(row["ratio"]), "accuracy", span(row["accuracy"], "{:.3f}"),
               "spread", span(row["spread"]), flush=True)
@@ -108,13 +122,12 @@ def main():
 def markdown_table(result) -> str:
     rows = result["rows"]
     floor = [f for r in rows for f in r["floor"]]
-    low, high = result["interval"]
     lines = [f"Shipped LDM, {result['steps']} DDIM steps; {result['num_samples']:,} digits per seed (a tenth per "
              f"\"a handwritten <digit>\"), seeds {result['seeds']}, each against {result['num_samples']:,} held-out "
              f"digits; ranges over the seeds; floor {span(floor, '{:.1f}')}. Spread: within-class variance of the "
-             "samples over that of real digits (1 = as varied). Interval: guidance only where "
-             f"{low:g} ≤ t / T ≤ {high:g}. Drawn and timed (s / digit, sampling only) on "
-             f"{sampled_on(rows, unlabelled=result['machine'])}.", "",
+             "samples over that of real digits (1 = as varied). Interval a-b: guidance only where a ≤ t / T ≤ b. "
+             f"CADS: the prompt blended with noise above t / T = {CADS[0]:g}, replaced by it above {CADS[1]:g}. "
+             f"Drawn and timed (s / digit, sampling only) on {sampled_on(rows, unlabelled=result['machine'])}.", "",
              "| guidance | scale | FD / floor | prompt accuracy | spread | thick/thin adherence | precision | recall "
              "| s / digit |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -126,18 +139,17 @@ def markdown_table(result) -> str:
 
 def recommendation(result) -> str:
     """The sentence under the table: which row the default-choosing rule picks, and whether the pipeline uses it."""
-    floors = ", ".join(f"{name.replace('_', ' ')} at least {low:.1%}" for name, low in GUIDANCE_FLOORS.items())
+    floors = ", ".join(f"{name.replace('_', ' ')} at least " + (f"{low:g}" if name == "spread" else f"{low:.1%}")
+                       for name, low in GUIDANCE_FLOORS.items())
     best = recommended_guidance(result["rows"])
     if best is None:
         return f"No setting reaches {floors} on both seeds."
-    default = guidance_row(result, DEFAULT_GUIDANCE_SCALE, DEFAULT_GUIDANCE_INTERVAL)
-    varied = [r for r in result["rows"] if min(r["spread"]) >= 0.85 and meets_floors(r)]
-    return (f"Of the settings with {floors} on both seeds, {best['method']} guidance at scale {best['guidance_scale']:g} "
+    default = guidance_row(result, DEFAULT_GUIDANCE_SCALE, DEFAULT_GUIDANCE_INTERVAL, DEFAULT_CONDITION_ANNEALING)
+    return (f"Of the settings with {floors} on both seeds, {best['method']} at scale {best['guidance_scale']:g} "
             f"is closest to real digits ({span(best['ratio'])} × the floor, spread {span(best['spread'])}); "
             + ("it is the pipeline's default" if best is default else
-               f"the pipeline's default is {default['method']} guidance at scale {default['guidance_scale']:g}")
-            + f" (`course_lib.ldm`). {'None' if not varied else len(varied)} of them {'is' if len(varied) < 2 else 'are'} "
-              "also at least 0.85 as varied as real handwriting.")
+               f"the pipeline's default is {default['method']} at scale {default['guidance_scale']:g}")
+            + " (`course_lib.ldm`).")
 
 
 if __name__ == "__main__":

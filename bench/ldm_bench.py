@@ -30,8 +30,8 @@ from course_lib.captions import (DIGIT_WORDS, attribute_codes, attribute_prompt,
 from course_lib.data import load_mnist
 from course_lib.device import describe_device
 from course_lib.ddpm import diffusion_loss
-from course_lib.ldm import (DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_SCALE, EVERY_STEP, encode_latent_distribution,
-                            ldm_training_loss)
+from course_lib.ldm import (DEFAULT_CONDITION_ANNEALING, DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_SCALE, EVERY_STEP,
+                            encode_latent_distribution, ldm_training_loss)
 from course_lib.metrics import load_classifier, predict
 from course_lib.pretrained import CHECKPOINTS
 from course_lib.recipes import DDPM_UNET_CONFIG, LDM_UNET_CONFIG
@@ -39,7 +39,7 @@ from course_lib.schedule import NoiseSchedule
 from course_lib.train import seconds_per_step
 from course_lib.unet import UNet
 
-from course_tools.bench import ROOT, write_results
+from course_tools.bench import ROOT, span, write_results
 
 
 def generate(pipe, prompts, n_each, batch_size, seed, **kwargs):
@@ -92,6 +92,7 @@ def main():
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds (odd: the median is one of them)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
@@ -110,7 +111,7 @@ def main():
     correct = predict(classifier, images) == asked
     per_digit = [correct[asked == d].float().mean().item() for d in range(10)]
     accuracy = {"guidance_scale": DEFAULT_GUIDANCE_SCALE, "guidance_interval": list(DEFAULT_GUIDANCE_INTERVAL),
-                "samples": len(images),
+                "condition_annealing": list(DEFAULT_CONDITION_ANNEALING), "samples": len(images),
                 "accuracy": correct.float().mean().item(), "per_digit": per_digit,
                 "seconds_per_image": seconds / len(images)}
     print("prompt accuracy", accuracy)
@@ -119,8 +120,9 @@ def main():
     adherence = thickness_adherence(pipe, args.attribute_samples, args.batch_size, args.seed, **common)
     print("thickness", adherence)
 
-    # 3. pixel space vs latent space: same steps, same batch, same same run. The four samplers are timed in
-    # turn, three rounds, and each keeps its fastest round: one timing of a busy two-core machine can be 25% off.
+    # 3. pixel space vs latent space: same steps, same batch, same run. The four samplers are timed in turn, in
+    # five rounds; the speed-up is the median of the five rounds' ratios (each ratio from samplers run back to back,
+    # so a slow spell of this shared two-core machine, which can cost 25%, slows both sides), with their range.
     n = args.batch_size
     latent_prompts = [class_prompt(d) for d in range(10) for _ in range(n // 10)]
     samplers = {"pixel": lambda: ddpm(batch_size=n, num_inference_steps=args.steps, sampler="ddim", seed=args.seed),
@@ -128,21 +130,23 @@ def main():
                 "guidance_1": lambda: pipe(latent_prompts, seed=args.seed, guidance_scale=1.0, **common),
                 "every_step": lambda: pipe(latent_prompts, seed=args.seed, guidance_interval=EVERY_STEP, **common)}
     samplers["pixel"]()                                                                   # warm-up
-    fastest = {name: float("inf") for name in samplers}
-    for _ in range(3):
+    rounds = {name: [] for name in samplers}
+    for _ in range(args.rounds):
         for name, run in samplers.items():
             start = time.perf_counter()
             run()
-            fastest[name] = min(fastest[name], (time.perf_counter() - start) / n)
-    pixel_seconds, latent_seconds = fastest["pixel"], fastest["default"]
-    latent_seconds_no_guidance, latent_seconds_every_step = fastest["guidance_1"], fastest["every_step"]
+            rounds[name].append((time.perf_counter() - start) / n)
+    median = lambda values: sorted(values)[len(values) // 2]
+    ratios = lambda a, b: [x / y for x, y in zip(rounds[a], rounds[b])]
+    pixel_seconds, latent_seconds = median(rounds["pixel"]), median(rounds["default"])
+    latent_seconds_no_guidance, latent_seconds_every_step = median(rounds["guidance_1"]), median(rounds["every_step"])
 
     vae, clip = pipelines.load("vae", device="cpu"), pipelines.load("clip", device="cpu")
     text = clip.text_encoder(clip.tokenizer(["a handwritten seven"] * n))[0].detach()
     pixel_twin = UNet(**{**LDM_UNET_CONFIG, "in_channels": 1, "out_channels": 1})   # same network, pixel space
     twin_n = 40                                       # the pixel-space twin is slow: time fewer images
     twin_seconds = min(sampling_seconds(pixel_twin.eval(), (twin_n, 1, 28, 28), text[:twin_n], args.steps, True)
-                       for _ in range(3))                                              # fastest of three, as above
+                       for _ in range(3))                                              # fastest of three (timed alone)
 
     batch = 64
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:batch]
@@ -173,8 +177,10 @@ def main():
         "latent_unet_on_pixels": {"params": params(pixel_twin), "seconds_per_image": twin_seconds,
                                   "train_images_per_second": twin_rate},
     }
-    comparison["speedup"] = pixel_seconds / latent_seconds
-    comparison["speedup_guidance_1"] = pixel_seconds / latent_seconds_no_guidance
+    comparison["rounds"] = rounds                                                      # s / image, every round
+    comparison["speedup"] = median(ratios("pixel", "default"))
+    comparison["speedup_range"] = [min(ratios("pixel", "default")), max(ratios("pixel", "default"))]
+    comparison["speedup_guidance_1"] = median(ratios("pixel", "guidance_1"))
     comparison["speedup_same_network"] = twin_seconds / latent_seconds_every_step     # both: two passes every step
     print(comparison)
 
@@ -187,7 +193,8 @@ def main():
 def markdown_table(r) -> str:
     a, c = r["prompt_accuracy"], r["comparison"]
     worst = min(range(10), key=lambda d: a["per_digit"][d])
-    guided = f"guidance {a['guidance_scale']:g} in the interval {tuple(a['guidance_interval'])} (the default)"
+    guided = (f"guidance {a['guidance_scale']:g} in the interval {tuple(a['guidance_interval'])}, condition annealing "
+              f"{tuple(a['condition_annealing'])} (the default)")
     lines = [f"Prompt accuracy, \"a handwritten <digit>\", {a['samples'] // 10} samples per digit, {guided}, "
              f"{c['steps']} DDIM steps: **{100 * a['accuracy']:.1f}%** read as the asked digit "
              f"by the shipped classifier (lowest: {DIGIT_WORDS[worst]}, {100 * a['per_digit'][worst]:.0f}%).", "",
@@ -198,7 +205,8 @@ def markdown_table(r) -> str:
                      f"{100 * row['thick_on_side']:.0f}% | {100 * row['thin_on_side']:.0f}% |")
     p, lat, twin = c["pixel_ddpm"], c["latent"], c["latent_unet_on_pixels"]
     lines += ["", f"Pixel space vs latent space, {c['steps']} DDIM steps, batch {c['batch']} (the slow pixel-space twin: "
-              f"{c['twin_batch']}), same run on {r['machine']}; each the fastest of three rounds:", "",
+              f"{c['twin_batch']}), same run on {r['machine']}; the median of {len(c['rounds']['pixel'])} rounds (the twin: the "
+              "fastest of three):", "",
               "| model | parameters | s / image | training images / s |", "|---|---|---|---|",
               f"| pixel DDPM (1 × 28 × 28, unconditional) | {p['params']:,} | {p['seconds_per_image']:.4f} | "
               f"{p['train_images_per_second']:.0f} |",
@@ -211,8 +219,8 @@ def markdown_table(r) -> str:
               f"| the latent UNet's network on 28 × 28 pixels (untrained; timing only), two passes per step | "
               f"{twin['params']:,} | {twin['seconds_per_image']:.4f} | {twin['train_images_per_second']:.0f} |",
               "", f"At its default guidance, latent sampling is **{c['speedup']:.1f}×** faster per image than the pixel "
-              f"DDPM's DDIM at the same steps ({c['speedup_guidance_1']:.1f}× at guidance 1, the same one UNet pass per "
-              f"step). Guided at every step, it is **{c['speedup_same_network']:.0f}×** faster than the same network on "
+              f"DDPM's DDIM at the same steps (the median of the rounds' ratios; {span(c['speedup_range'], '{:.1f}')}× over "
+              f"the rounds; {c['speedup_guidance_1']:.1f}× at guidance 1, the same one UNet pass per step). Guided at every step, it is **{c['speedup_same_network']:.0f}×** faster than the same network on "
               "pixels with the same two passes per step. Quality against real digits, and the guidance scan, are measured by "
               "`bench/guidance_bench.py` (below).",
               "", f"Checkpoint: {r['checkpoint'].get('steps', '?')} training steps, "

@@ -47,8 +47,9 @@ def load(name: str, device: torch.device | str | None = None):
     (x (B, 1, 28, 28) in [0, 1]) give L2-normalised embeddings (B, 64); ``clip.thresholds`` are the
     attribute thresholds its captions were made with.
     ``"ldm"``: the ``LatentDiffusionPipeline`` of notebook 06, ``pipe(prompt, num_inference_steps=50,
-    guidance_scale=2.0, guidance_interval=(0.1, 0.6), seed=0, negative_prompt=None, image=None, strength=0.8)``
-    (the defaults: ``course_lib.ldm.DEFAULT_GUIDANCE_SCALE`` and ``DEFAULT_GUIDANCE_INTERVAL``) -> digits (B, 1, 28, 28)
+    guidance_scale=6.0, guidance_interval=(0.0, 0.2), condition_annealing=(0.4, 0.9), seed=0, negative_prompt=None,
+    image=None, strength=0.8)`` (the defaults: ``course_lib.ldm.DEFAULT_GUIDANCE_SCALE``, ``DEFAULT_GUIDANCE_INTERVAL`` and
+    ``DEFAULT_CONDITION_ANNEALING``) -> digits (B, 1, 28, 28)
     in [0, 1]; it holds the VAE, the CLIP text encoder and tokenizer, and the text-conditioned UNet.
     ``"classifier"``: the ``MNISTClassifier`` that judges generated digits.
     """

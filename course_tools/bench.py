@@ -44,14 +44,15 @@ def sampled_on(rows, unlabelled: str = "the machine that timed them") -> str:
     return ", ".join(sorted({r.get("sampled_on", unlabelled) for r in rows}))
 
 
-# What a default guidance setting must reach on every seed of bench/guidance_bench.py (issue 17's floors).
-GUIDANCE_FLOORS = {"accuracy": 0.995, "thickness_adherence": 0.95}
+# What a default guidance setting must reach on every seed of bench/guidance_bench.py (issue 17's floors):
+# the share of digits read as the asked one, the share on the asked thickness side, and variety (within-class
+# spread over real digits').
+GUIDANCE_FLOORS = {"accuracy": 0.995, "thickness_adherence": 0.95, "spread": 0.85}
 
 
 def recommended_guidance(rows: list[dict], floors: dict = GUIDANCE_FLOORS) -> dict | None:
-    """The guidance bench row a default should use: of the rows whose every seed reaches each floor (the share of
-    digits read as the asked one, the share on the asked thickness side), the one closest to real digits (lowest
-    mean FD / floor). None if no row reaches the floors."""
+    """The guidance bench row a default should use: of the rows whose every seed reaches each floor, the one
+    closest to real digits (lowest mean FD / floor). None if no row reaches the floors."""
     good = [r for r in rows if meets_floors(r, floors)]
     return min(good, key=lambda r: sum(r["ratio"]) / len(r["ratio"]), default=None)
 
@@ -61,17 +62,22 @@ def meets_floors(row: dict, floors: dict = GUIDANCE_FLOORS) -> bool:
     return all(min(row[key]) >= low for key, low in floors.items())
 
 
-def guidance_row(guidance: dict, guidance_scale: float, guidance_interval) -> dict:
-    """The row of the guidance bench's results measured at ``guidance_scale`` and ``guidance_interval``
-    ((0, 1): plain guidance, method "cfg"; the bench's interval: method "interval")."""
-    interval = tuple(float(x) for x in guidance_interval)
-    method = "cfg" if interval == (0.0, 1.0) else "interval"
-    if method == "interval" and interval != tuple(guidance["interval"]):
-        raise ValueError(f"the guidance bench measured the interval {tuple(guidance['interval'])}, not {interval}")
+def guidance_settings(guidance_interval, condition_annealing=None, guidance_rescale: float = 0.0) -> dict:
+    """The pipeline arguments besides the scale that a guidance bench row was measured with, as the row stores
+    them (lists, not tuples, as JSON gives them back)."""
+    return {"guidance_interval": [float(x) for x in guidance_interval],
+            "condition_annealing": None if condition_annealing is None else [float(x) for x in condition_annealing],
+            "guidance_rescale": float(guidance_rescale)}
+
+
+def guidance_row(guidance: dict, guidance_scale: float, guidance_interval, condition_annealing=None,
+                 guidance_rescale: float = 0.0) -> dict:
+    """The row of the guidance bench's results measured at exactly these pipeline arguments."""
+    wanted = guidance_settings(guidance_interval, condition_annealing, guidance_rescale)
     for row in guidance["rows"]:
-        if row["method"] == method and row["guidance_scale"] == guidance_scale:
+        if row["guidance_scale"] == guidance_scale and row["settings"] == wanted:
             return row
-    raise ValueError(f"the guidance bench has no row for {method} guidance at scale {guidance_scale:g}")
+    raise ValueError(f"the guidance bench has no row for guidance scale {guidance_scale:g} with {wanted}")
 
 
 def results(name: str) -> dict:

@@ -6,13 +6,14 @@ mostly idle. This script runs the recipes (``scripts/train.py``, the same ones a
 processes on one GPU at once, with large batches:
 
 1. a 150-step probe of each job, all at once, measures seconds per step under that load;
-2. each job then trains for as many steps as fit the time left (``--deadline`` minus what the benches need);
-   the DDPM twice, predicting the noise and predicting v, so the two targets are compared at full budget;
+2. each job then trains for as many steps as fit the time left (``--deadline`` minus what the benches need),
+   the DDPM and the flow model for the same number of steps (equal compute);
 3. as each model finishes it is installed (data/checkpoints + its pin) in the repository this script runs from
-   (meant for the GPU machine's copy: it overwrites the shipped files there) or in a copy of it, and
-   the benches draw their samples on the GPU (``--device cuda --no-timing``): the DDPM bench for both
-   DDPMs (the one with the lower DDIM-50 score goes on to DDPM-1000 and the flow bench), reflow from the
-   new flow model, the flow bench, the guidance bench for the LDM.
+   (meant for the GPU machine's copy: it overwrites the shipped files there; with --smoke, a scratch copy) or in a
+   copy of it, and
+   the benches draw their samples on the GPU (``--device cuda --no-timing``): the DDPM bench (if both
+   targets are in JOBS, the DDPM with the lower DDIM-50 score goes on to DDPM-1000 and the flow bench), reflow
+   from the new flow model, the flow bench, and the guidance bench if the LDM is in JOBS.
 
 Checkpoints land in DIR/ckpt/ as soon as they are written; DIR/results.json (every bench's partial or final
 JSON) and DIR/log.txt (the tail of every job's log) are refreshed every 10 s, so a run cut short still
@@ -41,11 +42,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # on launches; 1,400-1,650 steps fitted. That run used a fixed decay of 0.999, and 0.999^1400 = 0.25: every EMA
 # model still held a quarter of its random initial weights, and drew noise. A decay of 1 - 10 / steps leaves
 # e^-10 of them and averages about the last tenth of training.
+# Two jobs, not four: the LDM already meets issue 17's quality targets at its default guidance, and predicting
+# v beat predicting the noise at DDIM-50 in bench/parameterisation_bench.py (2,000 CPU steps each; the last lease's
+# raw weights agreed), so the card goes to the two models the
+# open issues measure against each other (16 and 20), at equal steps. Add "ddpm-eps" ("ddpm", {**PIXEL,
+# "prediction_type": "epsilon"}) or "ldm" ("ldm", {...}) back to JOBS to train them too.
 PIXEL = {"batch_size": 1024, "lr": 2e-3, "warmup_steps": 200, "num_res_blocks": 2}
 JOBS = {"ddpm-v": ("ddpm", {**PIXEL, "prediction_type": "v_prediction"}),
-        "ddpm-eps": ("ddpm", {**PIXEL, "prediction_type": "epsilon"}),
-        "flow": ("flow", PIXEL),
-        "ldm": ("ldm", {"batch_size": 1024, "lr": 2e-3, "warmup_steps": 200})}
+        "flow": ("flow", PIXEL)}
+EQUAL_STEPS = ("ddpm-v", "flow")    # trained for the same number of steps: equal training compute
 REFLOW = {"steps": 750, "batch_size": 256, "lr": 4e-4, "warmup_steps": 50}
 PROBE_STEPS = 150
 AFTER_TRAINING = 230          # seconds the benches and reflow need after the last model is trained
@@ -64,12 +69,20 @@ class Session:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "3", "TQDM_MININTERVAL": "10",
                     "PYTHONPATH": os.pathsep.join([str(ROOT / ".gpu" / "site"), os.environ.get("PYTHONPATH", "")])}
         self.start = time.time()
+        # where models are installed and trained from: this repository on the GPU machine's copy; for --smoke, a
+        # copy of it, so that a test run never replaces the shipped checkpoints of a working tree
+        self.home = ROOT
+        if smoke:
+            self.home = self.scratch / "home"
+            shutil.copytree(ROOT, self.home, ignore=shutil.ignore_patterns("runs", ".git", ".gpu", "__pycache__",
+                                                                            "*.ipynb"))
 
     def say(self, *words):
         print(f"[{time.time() - self.start:6.1f} s]", *words, flush=True)
 
-    def run(self, name: str, args: list, tree: Path = ROOT) -> bool:
-        """Run ``python args`` in ``tree`` (the repository or a copy), logging to logs/<name>.txt; True if it succeeded."""
+    def run(self, name: str, args: list, tree: Path | None = None) -> bool:
+        """Run ``python args`` in ``tree`` (default ``home``, or a copy), logging to logs/<name>.txt; True if it succeeded."""
+        tree = tree or self.home
         self.say("start", name)
         env = {**self.env, "PYTHONPATH": os.pathsep.join([str(tree), self.env["PYTHONPATH"]])}
         with open(self.logs / f"{name}.txt", "w") as log:
@@ -78,7 +91,7 @@ class Session:
         self.say("done" if code == 0 else f"FAILED ({code})", name)
         return code == 0
 
-    def train(self, job: str, recipe: str, settings: dict, steps: int, run_dir: Path, out: Path, tree=ROOT) -> bool:
+    def train(self, job: str, recipe: str, settings: dict, steps: int, run_dir: Path, out: Path, tree=None) -> bool:
         settings = {**settings, "ema_decay": ema_decay(steps), **({"batch_size": 16} if self.smoke else {})}
         sets = [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
         return self.run(job, ["scripts/train.py", recipe, "--device", self.device, "--steps", steps,
@@ -88,7 +101,8 @@ class Session:
         """A copy of the repository (as installed so far) for benches that need their own pins."""
         tree = self.scratch / name
         with self.lock:
-            shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns("runs", ".git", ".gpu", "__pycache__", "*.ipynb"))
+            shutil.copytree(self.home, tree, ignore=shutil.ignore_patterns("runs", ".git", ".gpu", "__pycache__",
+                                                                           "*.ipynb"))
         return tree
 
     def install(self, tree: Path, name: str, checkpoint: Path) -> str:
@@ -174,6 +188,9 @@ def main():
             continue
         steps[job] = 6 if args.smoke else max(500, int(left / per_step) // 50 * 50)
         s.say(f"{job}: {per_step * 1000:.0f} ms per step under load; {steps[job]} steps in {left:.0f} s")
+    equal = [job for job in EQUAL_STEPS if job in steps]
+    for job in equal:
+        steps[job] = min(steps[j] for j in equal)
 
     ckpt = {job: args.out / "ckpt" / f"{job}.safetensors" for job in [*JOBS, "reflow"]}
     ddpm_ready = threading.Event()
@@ -190,11 +207,11 @@ def main():
             s.bench(job, "ddpm_bench.py", ["--no-timing", "--max-steps", "10" if args.smoke else "50", *samples], tree)
 
     def ddpm_line():
-        variants = [threading.Thread(target=ddpm_variant, args=(job,)) for job in ("ddpm-v", "ddpm-eps")]
+        variants = [threading.Thread(target=ddpm_variant, args=(job,)) for job in ("ddpm-v", "ddpm-eps") if job in JOBS]
         [t.start() for t in variants]
         [t.join() for t in variants]
         scores = {}
-        for job in ("ddpm-v", "ddpm-eps"):
+        for job in (j for j in ("ddpm-v", "ddpm-eps") if j in JOBS):
             path = s.results.get(job, Path("/nonexistent")) / "ddpm.json"
             rows = json.loads(path.read_text())["rows"] if path.exists() else []
             ddim = [r for r in rows if r["sampler"] == "ddim" and r["steps"] == (10 if args.smoke else 50)]
@@ -205,7 +222,7 @@ def main():
             ddpm_ready.set()
             return
         chosen["ddpm"] = job = min(scores, key=scores.get)
-        s.install(ROOT, "ddpm", ckpt[job])
+        s.install(s.home, "ddpm", ckpt[job])
         ddpm_ready.set()
         tree = scratch / job
         rest = ["--max-steps", "20"] if args.smoke else []
@@ -216,21 +233,21 @@ def main():
         [t.join() for t in threads]
 
     def flow_line():
-        if not trained("flow"):
+        if "flow" not in JOBS or not trained("flow"):
             return
-        s.install(ROOT, "flow", ckpt["flow"])
+        s.install(s.home, "flow", ckpt["flow"])
         flow_rows = threading.Thread(target=s.bench, args=("flow-flow", "flow_bench.py",
                                                            ["--no-timing", "--models", "flow", *samples], s.copy_tree("flow")))
         flow_rows.start()
         reflow = {**REFLOW, **({"num_pairs": 40, "steps": 4} if args.smoke else {})}
         steps_ = reflow.pop("steps")
         if s.train("reflow", "reflow", reflow, steps_, scratch / "runs" / "reflow", ckpt["reflow"]):
-            s.install(ROOT, "reflow", ckpt["reflow"])
+            s.install(s.home, "reflow", ckpt["reflow"])
             s.bench("flow-reflow", "flow_bench.py", ["--no-timing", "--models", "reflow", *samples], s.copy_tree("reflow"))
         flow_rows.join()
 
     def ldm_line():
-        if trained("ldm"):
+        if "ldm" in JOBS and trained("ldm"):
             tree = s.copy_tree("ldm")
             s.install(tree, "ldm", ckpt["ldm"])
             extra = ["--attribute-samples", "2", "--steps", "4"] if args.smoke else []

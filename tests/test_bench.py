@@ -2,33 +2,39 @@
 
 import pytest
 
-from course_tools.bench import guidance_row, recommended_guidance
+from course_tools.bench import guidance_row, guidance_settings, recommended_guidance
 
 
-def row(method, scale, ratio, accuracy, thickness, spread=(0.5, 0.5)):
+def row(method, scale, ratio, accuracy, thickness, spread=(0.9, 0.9), interval=(0, 1), annealing=None):
     return {"method": method, "guidance_scale": scale, "ratio": list(ratio), "accuracy": list(accuracy),
-            "thickness_adherence": list(thickness), "spread": list(spread)}
+            "thickness_adherence": list(thickness), "spread": list(spread),
+            "settings": guidance_settings(interval, annealing)}
 
 
-GUIDANCE = {"interval": [0.1, 0.6], "rows": [
+GUIDANCE = {"rows": [
     row("cfg", 1.5, (1.1, 1.2), (0.990, 0.993), (0.96, 0.97)),       # most realistic, but below 99.5% accuracy
     row("cfg", 2.0, (1.4, 1.5), (0.997, 0.999), (0.97, 0.98)),
     row("cfg", 3.0, (2.0, 2.1), (1.0, 1.0), (1.0, 1.0)),
-    row("interval", 2.0, (1.3, 1.3), (0.996, 0.994), (0.96, 0.96)),   # one seed below 99.5%: not eligible
-    row("interval", 3.0, (1.7, 1.8), (0.999, 1.0), (0.94, 0.99)),     # one seed below 95% thickness
+    row("interval", 2.0, (1.3, 1.3), (0.996, 0.994), (0.96, 0.96), interval=(0.1, 0.6)),  # one seed below 99.5%
+    row("interval", 3.0, (1.7, 1.8), (0.999, 1.0), (0.94, 0.99), interval=(0.1, 0.6)),    # one below 95% thickness
+    row("cads", 3.0, (1.2, 1.3), (0.999, 1.0), (0.97, 0.99), (0.84, 0.9), (0, 0.2), (0.4, 0.9)),  # one seed too alike
 ]}
 
 
 def test_recommended_guidance_needs_every_seed_above_the_floors_then_the_lowest_fd():
     assert recommended_guidance(GUIDANCE["rows"]) is GUIDANCE["rows"][1]            # cfg 2: 1.45, not cfg 3's 2.05
     assert recommended_guidance(GUIDANCE["rows"], {"accuracy": 0.99, "thickness_adherence": 0.9}) is GUIDANCE["rows"][0]
+    assert recommended_guidance(GUIDANCE["rows"], {"accuracy": 0.995, "spread": 0.8}) is GUIDANCE["rows"][5]
     assert recommended_guidance(GUIDANCE["rows"], {"accuracy": 1.01, "thickness_adherence": 0.0}) is None
 
 
-def test_guidance_row_finds_plain_and_interval_rows_and_refuses_unmeasured_ones():
+def test_guidance_row_finds_rows_by_every_setting_and_refuses_unmeasured_ones():
     assert guidance_row(GUIDANCE, 2.0, (0, 1)) is GUIDANCE["rows"][1]
     assert guidance_row(GUIDANCE, 2.0, (0.1, 0.6)) is GUIDANCE["rows"][3]
-    with pytest.raises(ValueError, match="measured the interval"):
+    assert guidance_row(GUIDANCE, 3.0, (0.0, 0.2), (0.4, 0.9)) is GUIDANCE["rows"][5]
+    with pytest.raises(ValueError, match="no row for guidance scale 2"):
         guidance_row(GUIDANCE, 2.0, (0.2, 0.6))
-    with pytest.raises(ValueError, match="no row for cfg guidance at scale 5"):
+    with pytest.raises(ValueError, match="no row for guidance scale 3"):
+        guidance_row(GUIDANCE, 3.0, (0.0, 0.2))                # measured only with condition annealing
+    with pytest.raises(ValueError, match="no row for guidance scale 5"):
         guidance_row(GUIDANCE, 5.0, (0.0, 1.0))

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from course_lib import checks
 from course_lib.attention import MultiHeadAttention, SpatialTransformer, record_attention
 from course_lib.clip import CLIP
-from course_lib.ldm import (DEFAULT_GUIDANCE_INTERVAL, EVERY_STEP, LatentDiffusionPipeline, guided_noise,
-                             ldm_training_loss, rescale_noise_cfg, word_attention_maps)
+from course_lib.ldm import (DEFAULT_GUIDANCE_INTERVAL, EVERY_STEP, LatentDiffusionPipeline, anneal_condition,
+                             guided_noise, ldm_training_loss, rescale_noise_cfg, word_attention_maps)
 from course_lib.schedule import NoiseSchedule
 from course_lib.tokenizer import UnknownWordError
 from course_lib.unet import UNet
@@ -175,9 +175,12 @@ def test_pipeline_shapes_range_seeds_and_prompt_lists(pipe):
     b = pipe(["a thick seven", "a thin one"], num_inference_steps=3, num_images_per_prompt=2)
     assert b.shape == (4, 1, 28, 28)
     assert pipe("a one", num_inference_steps=3, output_type="latent").shape == (1, 4, 7, 7)
-    # a negative prompt replaces the empty text of guidance, so it changes the result
-    assert not torch.equal(pipe("a seven", num_inference_steps=3),
-                           pipe("a seven", num_inference_steps=3, negative_prompt="a thick seven"))
+    # a negative prompt replaces the empty text of guidance, so it changes the result (10 steps: two of them,
+    # t = 199 and 99, lie in the default interval; 3 steps, t = 999, 666, 333, guide none)
+    assert not torch.equal(pipe("a seven", num_inference_steps=10),
+                           pipe("a seven", num_inference_steps=10, negative_prompt="a thick seven"))
+    assert torch.equal(pipe("a seven", num_inference_steps=3),
+                       pipe("a seven", num_inference_steps=3, negative_prompt="a thick seven"))
 
 
 def test_guidance_scale_one_skips_the_unconditional_half(pipe):
@@ -225,6 +228,33 @@ def test_cfg_rescale_matches_the_conditional_scale():
     assert torch.allclose(rescale_noise_cfg(cfg, cond, 0.7), 0.7 * full + 0.3 * cfg)
 
 
+def test_condition_annealing_fades_the_prompt_in_as_the_noise_falls():
+    cond = torch.randn(3, 12, 16, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    g = lambda: torch.Generator().manual_seed(1)
+    assert anneal_condition(cond, 0.9, None, g()) is cond                  # off
+    assert anneal_condition(cond, 0.4, (0.4, 0.9), g()) is cond            # at or below low: the prompt itself
+    for t in (0.5, 0.7, 0.9, 1.0):
+        out = anneal_condition(cond, t, (0.4, 0.9), g())
+        # rescaled to each prompt's own mean and standard deviation
+        assert torch.allclose(out.mean((1, 2)), cond.mean((1, 2)), atol=1e-5)
+        assert torch.allclose(out.std((1, 2)), cond.std((1, 2)), atol=1e-5)
+    similarity = [F.cosine_similarity((anneal_condition(cond, t, (0.4, 0.9), g()) - cond.mean((1, 2), keepdim=True))
+                                      .flatten(1), (cond - cond.mean((1, 2), keepdim=True)).flatten(1)).mean().item()
+                  for t in (0.5, 0.7, 0.85, 0.95)]
+    assert similarity[0] > similarity[1] > similarity[2] > 0.1 and abs(similarity[3]) < 0.2   # noise alone above high
+    # above high the prompt is gone: two different prompts give the same embedding for the same noise
+    assert torch.allclose(anneal_condition(cond, 0.95, (0.4, 0.9), g()),
+                          anneal_condition(cond * 3 - 2, 0.95, (0.4, 0.9), g()) / 3 + 2 / 3, atol=1e-5)
+
+
+def test_pipeline_condition_annealing_changes_only_the_noisy_steps_and_is_seeded(pipe):
+    images = lambda **kw: pipe("a seven", num_inference_steps=5, guidance_scale=3.0, **kw)
+    annealed = images(condition_annealing=(0.4, 0.9))
+    assert torch.equal(annealed, images(condition_annealing=(0.4, 0.9)))              # the seed fixes the noise
+    assert not torch.equal(annealed, images(condition_annealing=None))
+    assert torch.equal(images(condition_annealing=(1.0, 1.0)), images(condition_annealing=None))  # never annealed
+
+
 def test_img2img_strength_runs_the_right_share_of_steps(pipe):
     digits = torch.rand(2, 1, 28, 28)
     steps = []
@@ -257,6 +287,8 @@ def test_img2img_strength_runs_the_right_share_of_steps(pipe):
     (dict(prompt="a seven", guidance_interval=(0.8, 0.2)), "must not exceed"),
     (dict(prompt="a seven", guidance_interval=0.5), "pair"),
     (dict(prompt="a seven", guidance_interval=(-0.1, 0.5)), "guidance_interval low"),
+    (dict(prompt="a seven", condition_annealing=(0.9, 0.4)), "condition_annealing low"),
+    (dict(prompt="a seven", condition_annealing=0.5), "condition_annealing must be a pair"),
 ])
 def test_pipeline_rejects_bad_arguments_with_a_sentence(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
