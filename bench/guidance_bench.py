@@ -38,7 +38,8 @@ from course_tools.bench import (GUIDANCE_FLOORS, add_output_arguments, guidance_
                                 write_results)
 
 # The settings: (method, guidance scale, the other pipeline arguments). Intervals are fractions of the noise
-# timeline (0 clean, 1 pure noise): the middle one is about sigma in (0.3, 5), Kynkaenniemi et al.'s EDM2 range;
+# timeline (0 clean, 1 pure noise): the middle one is sigma from 0.34 to 6.2 on this schedule, a middle range like
+# the intervals Kynkaenniemi et al. found for their EDM2 models;
 # BANDS guide one fifth of the timeline each, at scale 3, to show where guidance buys accuracy and where it costs
 # variety; the late one is the least noisy fifth. CADS adds condition annealing to it.
 MIDDLE, LATE, CADS = (0.1, 0.6), (0.0, 0.2), (0.4, 0.9)

@@ -14,9 +14,9 @@
   empty text 10% of the time, so one network predicts the noise both with and without the
   prompt. Sampling extrapolates from the unconditional prediction towards the conditional one,
   noise = uncond + guidance_scale * (cond - uncond): above 1 it follows the prompt harder.
-  Two published refinements are arguments of the pipeline: ``guidance_interval`` guides only
-  in a middle range of noise levels (Kynkaanniemi et al. 2024; the default, chosen by measurement)
-  and ``guidance_rescale`` pulls the guided prediction's scale back to the conditional one's (Lin et al. 2024).
+  Three published refinements are arguments of the pipeline: ``guidance_interval`` guides only in a range of
+  noise levels (Kynkaanniemi et al. 2024; the default guides the least noisy fifth, chosen by measurement),
+  ``guidance_rescale`` pulls the guided prediction's scale back to the conditional one's (Lin et al. 2024), and
   ``condition_annealing`` (CADS, Sadat et al. 2024) blends the prompt with noise at the noisiest steps, so the
   rough shape is drawn as freely as by the unconditional model and the prompt takes over later: more varied digits.
 * **img2img**: encode a digit, noise it to a fraction ``strength`` of the schedule, then denoise
