@@ -17,7 +17,6 @@ import json
 import time
 from pathlib import Path
 
-
 from course_lib import pipelines
 from course_lib.data import load_mnist
 from course_lib.device import describe_device
@@ -57,7 +56,7 @@ def main():
     parser.add_argument("--no-timing", action="store_true", help="skip the timing passes (while the machine is busy)")
     parser.add_argument("--models", default="ddpm,flow,reflow", help="measure rows of these models only (comma-separated)")
     parser.add_argument("--retime", action="store_true",
-                        help="time every row again (do it alone on the so that all rows are timed alike)")
+                        help="time every row again (do it alone on the machine, so that all rows are timed alike)")
     add_output_arguments(parser)
     args = parser.parse_args()
     models = args.models.split(",")

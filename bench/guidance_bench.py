@@ -34,8 +34,7 @@ from course_lib.metrics import (classifier_features, load_classifier, predict, q
 from course_lib.pretrained import CHECKPOINTS
 
 from course_tools.bench import (GUIDANCE_FLOORS, add_output_arguments, guidance_row, guidance_settings, measure_seeds,
-                                meets_floors, recommended_guidance, sampled_on, save_partial, span, stored_rows,
-                                write_results)
+                                recommended_guidance, sampled_on, save_partial, span, stored_rows, write_results)
 
 # The settings: (method, guidance scale, the other pipeline arguments). Intervals are fractions of the noise
 # timeline (0 clean, 1 pure noise): the middle one is sigma from 0.34 to 6.2 on this schedule, a middle range like
@@ -75,7 +74,10 @@ def main():
         save_partial("guidance", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
 
     for method, scale, extra in CONFIGS:
-        settings = dict(num_inference_steps=args.steps, guidance_scale=scale, **extra)
+        # every setting spelled out (condition annealing None, rescale 0 where a row does not use them, whatever the
+        # pipeline's defaults), as the row records it
+        stored = guidance_settings(**extra)
+        settings = dict(num_inference_steps=args.steps, guidance_scale=scale, **stored)
 
         def draw(prompts, n_each, seed):
             """n_each digits per prompt in batches of about --batch-size; (images, seconds)."""
@@ -108,9 +110,6 @@ def main():
                     "spread": [spread], "thickness_adherence": [(measured == side).float().mean().item()],
                     "seconds_per_digit": [drawn["seconds"] / len(images)], "sampled_on": describe_device(args.device)}
 
-        stored = guidance_settings(extra["guidance_interval"], extra.get("condition_annealing"),
-                                   extra.get("guidance_rescale", 0.0))
-        settings["condition_annealing"] = extra.get("condition_annealing")     # None: off, whatever the default
         row = done.setdefault((scale, repr(stored)), {"method": method, "guidance_scale": scale, "settings": stored})
         row["method"] = method
         measure_seeds(row, SEEDS, measure, save)

@@ -179,8 +179,9 @@ def main():
                                   "train_images_per_second": twin_rate},
     }
     comparison["rounds"] = {**rounds, "twin": twin_rounds}                             # s / image, every round
-    comparison["speedup"] = median(ratios("pixel", "default"))
-    comparison["speedup_range"] = [min(ratios("pixel", "default")), max(ratios("pixel", "default"))]
+    default_ratios = ratios("pixel", "default")
+    comparison["speedup"] = median(default_ratios)
+    comparison["speedup_range"] = [min(default_ratios), max(default_ratios)]
     comparison["speedup_guidance_1"] = median(ratios("pixel", "guidance_1"))
     comparison["speedup_same_network"] = twin_seconds / latent_seconds_every_step     # both: medians, two passes a step
     print(comparison)
