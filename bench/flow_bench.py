@@ -17,6 +17,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from course_lib import pipelines
 from course_lib.data import load_mnist
 from course_lib.device import describe_device
@@ -24,22 +26,49 @@ from course_lib.flow import DiffusionAsFlow, FlowMatchingPipeline
 from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 from course_lib.schedule import NoiseSchedule
+from course_lib.step_search import search_sigmas
 
 from course_tools.bench import (add_output_arguments, measure_seeds, quality_cells, sampled_on,
                                 sampling, save_partial, span, stored_rows, write_results)
 
 STEPS = (1, 2, 4, 8, 16, 50)
+# the searched clocks (course_lib.step_search): Euler levels chosen to follow each model's own ODE, found from
+# fresh noise (its own seed, not a measuring seed) and the model alone, for step counts up to max_steps
+SEARCH = {"num_noise": 128, "num_grid": 100, "max_steps": 16, "seed": 424242}
 # (row, model, sampler): "ddpm on flow clock" is the DDPM's network driven as a flow (flow.DiffusionAsFlow):
 # DDIM's own step, taken at the flow's evenly spaced noise levels instead of DDIM's evenly spaced t.
 # "euler shift 3": the flow's clock bent towards high noise (SD3's time shift), where MNIST wants more steps.
 # "reflow euler": the flow model after one round of reflow (recipe "reflow"): more training than the others.
+# "... searched": the same step on the levels SEARCH found for that network (rows up to SEARCH["max_steps"]).
 METHODS = [("ddim", "ddpm", "ddim", {}), ("dpmsolver", "ddpm", "dpmsolver", {}),
-           ("ddpm on flow clock", "ddpm", "euler", {}), ("euler", "flow", "euler", {}), ("heun", "flow", "heun", {}),
-           ("euler shift 3", "flow", "euler", {"shift": 3.0}), ("reflow euler", "reflow", "euler", {})]
+           ("ddpm on flow clock", "ddpm", "euler", {}), ("ddpm searched", "ddpm", "euler", {}),
+           ("euler", "flow", "euler", {}), ("heun", "flow", "heun", {}),
+           ("euler shift 3", "flow", "euler", {"shift": 3.0}), ("euler searched", "flow", "euler", {}),
+           ("reflow euler", "reflow", "euler", {})]
 NAMES = {"ddim": "diffusion, DDIM", "dpmsolver": "diffusion, DPM-Solver++(2M)",
-         "ddpm on flow clock": "diffusion, DDIM step on the flow's clock", "euler": "flow, Euler", "heun": "flow, Heun",
-         "euler shift 3": "flow, Euler, clock shifted (shift 3)", "reflow euler": "flow after one reflow, Euler"}
+         "ddpm on flow clock": "diffusion, DDIM step on the flow's clock",
+         "ddpm searched": "diffusion, DDIM step on searched levels", "euler": "flow, Euler", "heun": "flow, Heun",
+         "euler shift 3": "flow, Euler, clock shifted (shift 3)", "euler searched": "flow, Euler on searched levels",
+         "reflow euler": "flow after one reflow, Euler"}
+SEARCHED = {"ddpm searched": "ddpm on flow clock", "euler searched": "flow"}     # row -> the pipeline searched
 SEEDS = (0, 1)
+
+
+def measured(name: str, steps: int) -> bool:
+    """Whether the bench has a row for this method at this step count (searched levels only up to max_steps)."""
+    return name not in SEARCHED or steps <= SEARCH["max_steps"]
+
+
+def searched_levels(pipe, sha: str | None, stored: dict, device: str) -> dict:
+    """The searched levels of one pipeline: the stored ones while its checkpoint and SEARCH are unchanged,
+    else searched now (a few minutes on two cores). Returns {"sigmas": {"n": [...]}, "seconds", ...}."""
+    if stored.get("checkpoint_sha256") == sha and stored.get("settings") == SEARCH:
+        return stored
+    noise = torch.randn((SEARCH["num_noise"], *pipe.sample_shape), generator=torch.Generator().manual_seed(SEARCH["seed"]))
+    start = time.perf_counter()
+    sigmas = search_sigmas(pipe, noise, max_steps=SEARCH["max_steps"], num_grid=SEARCH["num_grid"])
+    return {"sigmas": {str(n): levels for n, levels in sigmas.items()}, "checkpoint_sha256": sha, "settings": SEARCH,
+            "seconds": round(time.perf_counter() - start), "machine": describe_device(device)}
 
 
 def network_calls(sampler: str, steps: int) -> int:
@@ -75,21 +104,34 @@ def main():
             if row["model"] in models:
                 row.pop("seconds_per_digit", None)
     previous = results_or_empty(args.out)
+    searched = previous.get("searched_levels", {})
+    model_of = {name: model for name, model, _, _ in METHODS}
+    for row_name, key in SEARCHED.items():
+        if key in pipes:
+            searched[key] = searched_levels(pipes[key], sha256_of(model_of[row_name]), searched.get(key, {}), args.device)
+    for key, row in list(done.items()):             # a searched row is kept only while its levels are current
+        if key[0] in SEARCHED and row.get("sigmas") != searched.get(SEARCHED[key[0]], {}).get("sigmas", {}).get(str(key[1])):
+            del done[key]
     result = {**identity, "seeds": list(SEEDS), "timing_batch": args.timing_batch,
               "checkpoints": {**previous.get("checkpoints", {}), **{name: pipes[name].info for name in models}},
-              "machine": describe_device(args.device), "rows": []}
+              "searched_levels": searched, "machine": describe_device(args.device), "rows": []}
 
     def save():
         save_partial("flow", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
 
     for steps in STEPS:                      # the cheap rows first
         for name, model, sampler, extra in METHODS:
+            if not measured(name, steps):
+                continue
             row = done.setdefault((name, steps), {"model": model, "sampler": name, "steps": steps,
                                                      "network_calls": network_calls(sampler, steps),
                                                      "checkpoint_sha256": sha256_of(model)})
             if steps > args.max_steps or model not in pipes:
                 continue
-            pipe = pipes[name if name in pipes else model]
+            if name in SEARCHED:
+                extra = {"sigmas": searched[SEARCHED[name]]["sigmas"][str(steps)]}
+                row["sigmas"] = extra["sigmas"]
+            pipe = pipes[SEARCHED.get(name, name) if SEARCHED.get(name, name) in pipes else model]
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
             measure_seeds(row, SEEDS, lambda seed: {**quality_report(classifier, generate, heldout, pool, args.num_samples,
                                                                      seeds=(seed,)), "sampled_on": describe_device(args.device)}, save)
@@ -100,10 +142,11 @@ def main():
                 row["seconds_per_digit"] = round((time.perf_counter() - start) / args.timing_batch, 4)
                 save()
             print(NAMES[name], steps, "FD/floor", span(row["ratio"]), flush=True)
-    if any((name, steps) not in done or "seeds" not in done[(name, steps)] for steps in STEPS for name, _, _, _ in METHODS):
+    wanted = [(name, steps) for steps in STEPS for name, _, _, _ in METHODS if measured(name, steps)]
+    if any(key not in done or "seeds" not in done[key] for key in wanted):
         print("some rows are not measured yet; run again (with every model) for the table")
         return
-    result["rows"] = [done[(name, steps)] for steps in STEPS for name, _, _, _ in METHODS]
+    result["rows"] = [done[key] for key in wanted]
     print(write_results("flow", result, markdown_table(result), args.out))
 
 
@@ -137,6 +180,16 @@ def markdown_table(result) -> str:
               f"flow model: {reflow['pairs']} (the pairs), then {train['reflow']} (fine-tuning on them). Heun's last step is an Euler step "
               "(it ends on the clean image), so n Heun steps cost 2n - 1 network calls; one Heun step is one Euler step. "
               "DPM-Solver++(2M) at 1 and 2 steps is DDIM (its first and last steps are first order)."]
+    search = result["searched_levels"]
+    settings = search["flow"]["settings"]
+    lines += ["", f"Searched levels (`course_lib.step_search`, rows up to {settings['max_steps']} steps): for each network, "
+              f"the Euler levels whose path lands closest to its own Heun solve on {settings['num_grid']} even steps, "
+              f"from {settings['num_noise']} fresh noises (seed {settings['seed']}, none of the measured samples' noise), "
+              f"chosen among those {settings['num_grid'] + 1} levels; no digit and no classifier is involved. Searching took "
+              f"{search['flow']['seconds']:,} s for the flow model and {search['ddpm on flow clock']['seconds']:,} s for the "
+              f"DDPM on {search['flow']['machine']}, every step count at once. The levels, 8 steps: flow "
+              + " ".join(f"{x:.2f}" for x in search["flow"]["sigmas"]["8"]) + "; DDPM "
+              + " ".join(f"{x:.2f}" for x in search["ddpm on flow clock"]["sigmas"]["8"]) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ walks every import and enforces it), so there is no cycle and no hidden import:
 
     6  recipes                                        how each shipped model is trained
        viz  checks  environment  friendly             for the notebooks, beside the stack
-    5  pipelines  toy                                 load(name): the shipped models; the 2-D toy
+    5  pipelines  toy  step_search                    load(name): the shipped models; the 2-D toy; where to step
     4  ddpm  flow  ldm                                the generative systems: loss and pipeline
     3  unet  vae  clip  samplers  metrics  train      networks, schedulers, judges, the loop
     2  attention  tokenizer  pretrained               building blocks
@@ -35,6 +35,7 @@ walks every import and enforces it), so there is no cycle and no hidden import:
 - ``ldm``       -- latent diffusion: training loss, guidance, ``LatentDiffusionPipeline``
 - ``pipelines`` -- ``load(name)``: one public way to use each shipped model
 - ``toy``       -- diffusion vs flow matching on 2-D points: train in seconds, see the paths
+- ``step_search``-- the few Euler noise levels that follow a model's own ODE best (searched, not guessed)
 - ``recipes``   -- ``train_model(name)``: how each shipped model is made (``scripts/train.py``)
 - ``viz``       -- image grids, noise strips, latent maps, loss curves, sliders
 - ``checks``    -- self-checking exercises ("Correct!" / "Not yet" + hint)

@@ -204,6 +204,12 @@ class FlowMatchEulerDiscreteScheduler:
         sigma, sigma_next = self._levels[i].item(), self._levels[i + 1].item()
         return SchedulerOutput(sample + (sigma_next - sigma) * model_output, sample - sigma * model_output)
 
+    @property
+    def state_in_first_order(self) -> bool:
+        """True when the last ``step`` finished a step (the sample is at a level of ``set_timesteps``);
+        False between Heun's trial step and its correction. Named as in ``diffusers``."""
+        return True
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shift={self.shift}, num_inference_steps={self.num_inference_steps})"
 
@@ -224,6 +230,10 @@ class FlowMatchHeunDiscreteScheduler(FlowMatchEulerDiscreteScheduler):
         sigmas = torch.cat([levels[:1], inner]).float()
         self._first_order = True
         return sigmas, sigmas * self.num_train_timesteps
+
+    @property
+    def state_in_first_order(self) -> bool:
+        return self._first_order
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: torch.Generator | None = None) -> SchedulerOutput:
@@ -260,41 +270,51 @@ class FlowMatchingPipeline:
 
     @torch.no_grad()
     def __call__(self, batch_size: int = 16, num_inference_steps: int = 8, sampler: str = "euler",
-                 seed: int = 0, shift: float = 1.0, callback=None, progress: bool = True) -> torch.Tensor:
+                 seed: int = 0, shift: float = 1.0, callback=None, progress: bool = True, sigmas=None) -> torch.Tensor:
         """Generate ``batch_size`` digits; returns (batch_size, 1, 28, 28) in [0, 1] on the CPU.
 
         sampler: "euler" (one network call per step) or "heun" (2 n - 1 calls for n steps, more accurate).
         seed fixes the starting noise; shift > 1 spends more steps at high noise (see the scheduler).
+        sigmas: your own noise levels, every one from 1 to 0 (e.g. ``step_search.search_sigmas``'s); they
+        replace num_inference_steps and shift.
         callback(i, t, sample, pred_original_sample) is called after each network call, for snapshots.
         """
         check_int("batch_size", batch_size, 1, 10_000)
         check_int("seed", seed, 0, MAX_SEED)
         noise = torch.randn((batch_size, *self.sample_shape), generator=torch.Generator().manual_seed(seed))
-        return denormalize(self.solve(noise, num_inference_steps, sampler, shift, callback, progress)).cpu()
+        return denormalize(self.solve(noise, num_inference_steps, sampler, shift, callback, progress, sigmas)).cpu()
 
     @torch.no_grad()
     def solve(self, noise: torch.Tensor, num_inference_steps: int = 8, sampler: str = "euler", shift: float = 1.0,
-              callback=None, progress: bool = True) -> torch.Tensor:
+              callback=None, progress: bool = True, sigmas=None, return_levels: bool = False):
         """Integrate the learned flow from ``noise`` (B, C, H, W) at sigma = 1 to sigma = 0.
 
         Returns the end point in the network's range (about [-1, 1], not clipped), on the network's device:
         ``__call__`` turns it into digits; ``reflow_pairs`` keeps it as the partner of its noise.
+        return_levels: return instead the sample at every level, the noise first and the end point last
+        (a list of num_inference_steps + 1 tensors; Heun's trial points are not levels).
         """
         if sampler not in FLOW_SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(map(repr, FLOW_SAMPLERS))}, got {sampler!r}")
         if tuple(noise.shape[1:]) != self.sample_shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)}; this model draws (B, {self.sample_shape})")
         scheduler = FLOW_SAMPLERS[sampler](shift=shift)
-        scheduler.set_timesteps(num_inference_steps)
+        scheduler.set_timesteps(num_inference_steps, sigmas=sigmas)
+        if sigmas is not None and (scheduler._levels[0] != 1 or scheduler._levels[-1] != 0):
+            raise ValueError(f"sigmas must run from 1 (the noise this pipeline starts from) to 0 (the digit); got "
+                             f"{[round(s, 4) for s in scheduler._levels.tolist()]}")
         device = next(self.unet.parameters()).device
         sample = noise.to(device)
+        levels = [sample]
         for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"flow {sampler}", disable=not progress, leave=False)):
             velocity = self.unet(sample, torch.full((sample.shape[0],), float(t), device=device))
             out = scheduler.step(velocity, t, sample)
             sample = out.prev_sample
+            if scheduler.state_in_first_order:
+                levels.append(sample)
             if callback is not None:
                 callback(i, float(t), sample, out.pred_original_sample)
-        return sample
+        return levels if return_levels else sample
 
 
 def reflow_pairs(pipe: FlowMatchingPipeline, num_pairs: int, num_inference_steps: int = 16, sampler: str = "heun",

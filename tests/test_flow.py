@@ -140,6 +140,27 @@ def test_pipeline_is_deterministic_and_checks_its_arguments():
         pipe(1, 0)
 
 
+def test_pipeline_takes_its_own_levels_and_returns_every_level_on_request():
+    unet = UNet(base_channels=8, channel_mults=(1, 2), attention_levels=(False, False))
+    with torch.no_grad():                            # a fresh U-Net outputs zeros (its last layer starts at zero)
+        for p in unet.parameters():
+            p.normal_(0, 0.1, generator=torch.Generator().manual_seed(p.numel()))
+    pipe = FlowMatchingPipeline(unet)
+    even = torch.linspace(1, 0, 4, dtype=torch.float64).tolist()
+    assert torch.equal(pipe(2, 3, seed=1, progress=False), pipe(2, sigmas=even, seed=1, progress=False))
+    assert not torch.equal(pipe(2, 3, seed=1, progress=False), pipe(2, sigmas=[1.0, 0.9, 0.5, 0.0], seed=1, progress=False))
+    noise = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for sampler in ("euler", "heun"):                # Heun's trial points are not levels
+        levels = pipe.solve(noise, 3, sampler=sampler, progress=False, return_levels=True)
+        assert len(levels) == 4 and torch.equal(levels[0], noise)
+        assert torch.equal(levels[-1], pipe.solve(noise, 3, sampler=sampler, progress=False))
+    for bad in ([0.8, 0.4, 0.0], [1.0, 0.5, 0.1]):
+        with pytest.raises(ValueError, match="from 1 .* to 0"):
+            pipe(1, sigmas=bad)
+    with pytest.raises(ValueError, match="fall strictly"):
+        pipe(1, sigmas=[1.0, 0.5, 0.7, 0.0])
+
+
 def test_the_toy_trains_and_flows_towards_the_moons():
     data = two_moons(1000, torch.Generator().manual_seed(0))
     assert data.shape == (1000, 2) and data.abs().max() < 1.1
