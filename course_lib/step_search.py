@@ -1,15 +1,19 @@
 """Where to put a few steps: the noise levels that keep a short Euler solve closest to a long one.
 
 An Euler solve with n steps visits n + 1 noise levels sigma, from 1 to 0. Evenly spaced is one choice, SD3's
-shift another; both are guesses. ``search_sigmas`` *measures* instead (Optimal Stepsize for Diffusion
-Sampling, Pei et al. 2025): it solves the model's own ODE finely from a batch of fresh noise (the teacher),
-then finds, by dynamic programming over a fine grid of levels, the n-step Euler path whose end lands
-closest to the teacher's end.
+shift another; both are guesses. ``search_sigmas`` *measures* instead (a variant of Optimal Stepsize for
+Diffusion Sampling, Pei et al. 2025, who search each noise on its own and take the median; here one set of
+levels serves the whole batch): it solves the model's own ODE finely from a batch of fresh noise (the
+teacher), then looks, by dynamic programming over that fine grid of levels, for the n-step Euler path whose
+end lands closest to the teacher's end.
 
     levels[k][j]: the best state an Euler solve can reach at grid level j in exactly k steps
                   (best = closest, in mean squared error over the batch, to the teacher at level j)
     step k + 1:   from every reachable level i, one Euler step to every lower level j; keep, for each j,
                   the i whose landing point is closest to the teacher at j
+
+For 1 and 2 steps this finds the best path on the grid. From 3 steps on it is an approximation: the state
+closest to the teacher halfway is not always the one that leads closest at the end.
 
 It needs only the model and noise: no data, no classifier, so the levels it picks are not tuned to any
 quality metric. Cost: one network call per grid level per step count, on the whole batch.
