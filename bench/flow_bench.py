@@ -131,7 +131,8 @@ def main():
             if name in SEARCHED:
                 extra = {"sigmas": searched[SEARCHED[name]]["sigmas"][str(steps)]}
                 row["sigmas"] = extra["sigmas"]
-            pipe = pipes[SEARCHED.get(name, name) if SEARCHED.get(name, name) in pipes else model]
+            source = SEARCHED.get(name, name)          # the pipeline these rows draw from
+            pipe = pipes[source if source in pipes else model]
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
             measure_seeds(row, SEEDS, lambda seed: {**quality_report(classifier, generate, heldout, pool, args.num_samples,
                                                                      seeds=(seed,)), "sampled_on": describe_device(args.device)}, save)
@@ -183,8 +184,9 @@ def markdown_table(result) -> str:
     search = result["searched_levels"]
     settings = search["flow"]["settings"]
     lines += ["", f"Searched levels (`course_lib.step_search`, rows up to {settings['max_steps']} steps): for each network, "
-              f"the Euler levels whose path lands closest to its own Heun solve on {settings['num_grid']} even steps, "
-              f"from {settings['num_noise']} fresh noises (seed {settings['seed']}, none of the measured samples' noise), "
+              f"the Euler levels that a dynamic-programming search finds to keep its path closest to its own Heun solve on "
+              f"{settings['num_grid']} even steps (the best on that grid for 1 and 2 steps, an approximation from 3), from "
+              f"{settings['num_noise']} fresh noises (seed {settings['seed']}, none of the measured samples' noise), "
               f"chosen among those {settings['num_grid'] + 1} levels; no digit and no classifier is involved. Searching took "
               f"{search['flow']['seconds']:,} s for the flow model and {search['ddpm on flow clock']['seconds']:,} s for the "
               f"DDPM on {search['flow']['machine']}, every step count at once. The levels, 8 steps: flow "
