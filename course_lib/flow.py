@@ -305,12 +305,12 @@ class FlowMatchingPipeline:
                              f"{[round(s, 4) for s in scheduler._levels.tolist()]}")
         device = next(self.unet.parameters()).device
         sample = noise.to(device)
-        levels = [sample]
+        levels = [sample]                           # kept only on request: they hold every intermediate batch
         for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"flow {sampler}", disable=not progress, leave=False)):
             velocity = self.unet(sample, torch.full((sample.shape[0],), float(t), device=device))
             out = scheduler.step(velocity, t, sample)
             sample = out.prev_sample
-            if scheduler.state_in_first_order:
+            if return_levels and scheduler.state_in_first_order:
                 levels.append(sample)
             if callback is not None:
                 callback(i, float(t), sample, out.pred_original_sample)

@@ -43,8 +43,8 @@ def search_sigmas(pipe: FlowMatchingPipeline, noise: torch.Tensor, max_steps: in
     check_int("max_steps", max_steps, 1, num_grid)
     grid = torch.linspace(1.0, 0.0, num_grid + 1, dtype=torch.float64)
     device = next(pipe.unet.parameters()).device
+    # (num_grid + 1, B, C, H, W) on the network's device, level 0 = the noise
     teacher = torch.stack(pipe.solve(noise, sampler="heun", sigmas=grid, progress=False, return_levels=True))
-    teacher = teacher.to(device)                                    # (num_grid + 1, B, C, H, W), level 0 = noise
 
     def velocity(x, level):
         return pipe.unet(x, torch.full((x.shape[0],), grid[level].item() * NUM_TRAIN_TIMESTEPS, device=device))
