@@ -28,7 +28,7 @@ from course_lib.pretrained import CHECKPOINTS
 from course_lib.schedule import NoiseSchedule
 from course_lib.step_search import search_sigmas
 
-from course_tools.bench import (add_output_arguments, measure_seeds, quality_cells, sampled_on,
+from course_tools.bench import (FLOW_NAMES as NAMES, add_output_arguments, measure_seeds, quality_cells, sampled_on,
                                 sampling, save_partial, span, stored_rows, write_results)
 
 STEPS = (1, 2, 4, 8, 16, 50)
@@ -45,11 +45,6 @@ METHODS = [("ddim", "ddpm", "ddim", {}), ("dpmsolver", "ddpm", "dpmsolver", {}),
            ("euler", "flow", "euler", {}), ("heun", "flow", "heun", {}),
            ("euler shift 3", "flow", "euler", {"shift": 3.0}), ("euler searched", "flow", "euler", {}),
            ("reflow euler", "reflow", "euler", {})]
-NAMES = {"ddim": "diffusion, DDIM", "dpmsolver": "diffusion, DPM-Solver++(2M)",
-         "ddpm on flow clock": "diffusion, DDIM step on the flow's clock",
-         "ddpm searched": "diffusion, DDIM step on searched levels", "euler": "flow, Euler", "heun": "flow, Heun",
-         "euler shift 3": "flow, Euler, clock shifted (shift 3)", "euler searched": "flow, Euler on searched levels",
-         "reflow euler": "flow after one reflow, Euler"}
 SEARCHED = {"ddpm searched": "ddpm on flow clock", "euler searched": "flow"}     # row -> the pipeline searched
 SEEDS = (0, 1)
 

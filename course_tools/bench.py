@@ -44,6 +44,14 @@ def sampled_on(rows, unlabelled: str = "the machine that timed them") -> str:
     return ", ".join(sorted({r.get("sampled_on", unlabelled) for r in rows}))
 
 
+# How bench/flow_bench.py's methods (the rows' "sampler") are named in its table and in notebook 07.
+FLOW_NAMES = {"ddim": "diffusion, DDIM", "dpmsolver": "diffusion, DPM-Solver++(2M)",
+              "ddpm on flow clock": "diffusion, DDIM step on the flow's clock",
+              "ddpm searched": "diffusion, DDIM step on searched levels", "euler": "flow, Euler", "heun": "flow, Heun",
+              "euler shift 3": "flow, Euler, clock shifted (shift 3)", "euler searched": "flow, Euler on searched levels",
+              "reflow euler": "flow after one reflow, Euler"}
+
+
 # What a default guidance setting must reach on every seed of bench/guidance_bench.py (issue 17's floors):
 # the share of digits read as the asked one, the share on the asked thickness side, and variety (within-class
 # spread over real digits').
