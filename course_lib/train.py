@@ -103,25 +103,26 @@ def train(model: nn.Module, loss_fn, dataset, *, steps: int, batch_size: int = 6
     session_start, seconds_before = time.perf_counter(), result.seconds
     bar = tqdm(range(result.steps_done, steps), desc=desc, initial=result.steps_done, total=steps,
                disable=not progress)
+    pending = []     # this stretch's losses, still on the device: reading one waits for the GPU (see _record)
     for step in bar:
         idx = torch.randint(0, n, (batch_size,), generator=generator)
         batch = tuple(d[idx] for d in dataset) if isinstance(dataset, (tuple, list)) else dataset[idx]
         batch = _to_device(batch, device)
         loss = loss_fn(model, batch, generator)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower lr (now {lr}) "
-                                     "or check the inputs' range")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         ema.update(model)
-        result.losses.append(loss.item())
+        pending.append(loss.detach())
         result.steps_done = step + 1
-        result.seconds = seconds_before + time.perf_counter() - session_start
-        if step % 10 == 0:
+        last = result.steps_done == steps
+        at_checkpoint = path and (result.steps_done % checkpoint_every == 0 or last)
+        if step % 10 == 0 or at_checkpoint or last:
+            _record(result, pending, lr)
             bar.set_postfix(loss=f"{sum(result.losses[-50:]) / len(result.losses[-50:]):.4f}")
-        if path and (result.steps_done % checkpoint_every == 0 or result.steps_done == steps):
+        result.seconds = seconds_before + time.perf_counter() - session_start
+        if at_checkpoint:
             save_checkpoint(path, model=model.state_dict(), ema=ema.model.state_dict(),
                             optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(),
                             generator=generator.get_state(), torch_rng=torch.get_rng_state(),
@@ -146,6 +147,22 @@ def seconds_per_step(model: nn.Module, loss_fn, batch, steps: int = 10, warmup: 
         loss.backward()
         optimizer.step()
     return (time.perf_counter() - start) / steps
+
+
+def _record(result: TrainResult, pending: list, lr: float) -> None:
+    """Move the losses of the last few steps from the device into ``result.losses`` (emptying ``pending``) and
+    stop on a non-finite one. Done every 10 steps, not every step: reading a GPU number makes the CPU wait
+    for the GPU, and a small U-Net's step is over before the CPU can queue the next one."""
+    if not pending:
+        return
+    values = torch.stack(pending).float().cpu().tolist()
+    first = len(result.losses)
+    result.losses.extend(values)
+    pending.clear()
+    for i, value in enumerate(values):
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the loss became {value} at step {first + i}: lower lr (now {lr}) "
+                                     "or check the inputs' range")
 
 
 def _to_device(batch, device):

@@ -207,3 +207,24 @@ def test_training_time_survives_a_resumed_run(tmp_path):
     resumed = train(nn.Linear(2, 1), loss_fn, data, steps=6, batch_size=8, checkpoint_path=tmp_path / "s.pt",
                     checkpoint_every=3, progress=False)
     assert resumed.steps_done == 6 and resumed.seconds > first.seconds
+
+
+def test_a_non_finite_loss_stops_training_and_is_never_checkpointed(tmp_path):
+    """Losses are read from the device every 10 steps (not every step, which would make the CPU wait for a GPU),
+    so a NaN is caught a few steps late: with its step number, and before any checkpoint could store it."""
+    calls = []
+
+    def nan_at_step_13(model, batch, generator):
+        calls.append(1)
+        loss = mse_loss(model, batch, generator)
+        return loss * float("nan") if len(calls) == 14 else loss
+
+    ckpt = tmp_path / "state.pt"
+    with pytest.raises(FloatingPointError, match="at step 13: lower lr"):
+        train(fresh_model(), nan_at_step_13, regression_data(), steps=40, batch_size=16, progress=False,
+              checkpoint_path=ckpt, checkpoint_every=15)
+    assert not ckpt.exists()
+    assert len(calls) <= 21                       # found within ten steps of the NaN
+
+    recorded = train(fresh_model(), mse_loss, regression_data(), steps=37, batch_size=16, progress=False)
+    assert len(recorded.losses) == 37 and all(isinstance(v, float) for v in recorded.losses)
