@@ -22,7 +22,7 @@ from course_lib.device import describe_device
 from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (add_output_arguments, measure_seeds, sampled_on, sampling,
+from course_tools.bench import (add_output_arguments, drawn_and_timed, measure_seeds, sampling,
                                 save_partial, span, stored_rows, write_results)
 
 # (sampler, steps, use_clipped_model_output); the last row is DDIM without that switch, for comparison.
@@ -90,8 +90,7 @@ def markdown_table(result) -> str:
     floor = [f for r in rows for f in r["floor"]]
     lines = [f"Shipped DDPM; {result['num_samples']:,} samples per seed, seeds {result['seeds']}, each against "
              f"{result['num_samples']:,} held-out digits, ranges over the seeds. Floor: as many training-pool digits "
-             f"against the same reference ({span(floor, '{:.1f}')}). Samples drawn on {sampled_on(rows)}; "
-             f"timed on {result['machine']}.", "",
+             f"against the same reference ({span(floor, '{:.1f}')}). {drawn_and_timed(rows, result['machine'])}", "",
              "| sampler | steps | Fréchet distance / floor | precision | recall | smallest / largest class share "
              "| s / digit |", "|---|---|---|---|---|---|---|"]
     for r in rows:

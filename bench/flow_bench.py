@@ -28,7 +28,7 @@ from course_lib.pretrained import CHECKPOINTS
 from course_lib.schedule import NoiseSchedule
 from course_lib.step_search import search_sigmas
 
-from course_tools.bench import (FLOW_NAMES as NAMES, add_output_arguments, measure_seeds, quality_cells, sampled_on,
+from course_tools.bench import (FLOW_NAMES as NAMES, add_output_arguments, drawn_and_timed, measure_seeds, quality_cells,
                                 sampling, save_partial, span, stored_rows, write_results)
 
 STEPS = (1, 2, 4, 8, 16, 50)
@@ -165,7 +165,7 @@ def markdown_table(result) -> str:
              "learning rate, EMA; the wall-clock times below are not comparable). "
              f"{result['num_samples']:,} samples per seed, seeds {result['seeds']}, each against "
              f"{result['num_samples']:,} held-out digits, ranges over the seeds; floor (as many training-pool digits "
-             f"against the same reference) {span(floor, '{:.1f}')}. Samples drawn on {sampled_on(rows)}; timed on {result['machine']}.", "",
+             f"against the same reference) {span(floor, '{:.1f}')}. {drawn_and_timed(rows, result['machine'])}", "",
              "| method | steps | network calls | Fréchet distance / floor | precision | recall "
              "| smallest / largest class share | s / digit |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -44,6 +44,13 @@ def sampled_on(rows, unlabelled: str = "the machine that timed them") -> str:
     return ", ".join(sorted({r.get("sampled_on", unlabelled) for r in rows}))
 
 
+def drawn_and_timed(rows, machine: str) -> str:
+    """A table header's sentence on where the rows' samples were drawn and where they were timed (``machine``,
+    the bench's timing pass); rows that do not say were drawn there too."""
+    drawn = sampled_on(rows, unlabelled=machine)
+    return f"Samples drawn and timed on {machine}." if drawn == machine else f"Samples drawn on {drawn}; timed on {machine}."
+
+
 # How bench/flow_bench.py's methods (the rows' "sampler") are named in its table and in notebook 07.
 FLOW_NAMES = {"ddim": "diffusion, DDIM", "dpmsolver": "diffusion, DPM-Solver++(2M)",
               "ddpm on flow clock": "diffusion, DDIM step on the flow's clock",

@@ -1,8 +1,9 @@
-"""course_tools.bench: the rule that picks a default guidance from the guidance bench, and finding its rows."""
+"""course_tools.bench: the rule that picks a default guidance from the guidance bench, finding its rows, and the
+tables' provenance sentence."""
 
 import pytest
 
-from course_tools.bench import guidance_row, guidance_settings, recommended_guidance
+from course_tools.bench import drawn_and_timed, guidance_row, guidance_settings, recommended_guidance
 
 
 def row(method, scale, ratio, accuracy, thickness, spread=(0.9, 0.9), interval=(0, 1), annealing=None):
@@ -38,3 +39,10 @@ def test_guidance_row_finds_rows_by_every_setting_and_refuses_unmeasured_ones():
         guidance_row(GUIDANCE, 3.0, (0.0, 0.2))                # measured only with condition annealing
     with pytest.raises(ValueError, match="no row for guidance scale 5"):
         guidance_row(GUIDANCE, 5.0, (0.0, 1.0))
+
+
+def test_table_headers_say_where_samples_were_drawn_and_where_timed():
+    cpu, gpu = "x86_64, 2 CPU threads", "NVIDIA H200"
+    # rows that do not say were drawn where the bench ran, which is where it timed them
+    assert drawn_and_timed([{}, {"sampled_on": cpu}], cpu) == f"Samples drawn and timed on {cpu}."
+    assert drawn_and_timed([{}, {"sampled_on": gpu}], cpu) == f"Samples drawn on {gpu}, {cpu}; timed on {cpu}."
