@@ -248,7 +248,14 @@ def check_q_sample(q_sample) -> CheckResult:
             if _close(got[:1], expected[:1], 1e-4) and _close(got, ab[t[0]].sqrt() * x0 + (1 - ab[t[0]]).sqrt() * noise,
                                                                1e-4):
                 return problem + ": correct for the first image only; does every image use its own t?"
-        return problem
+        if problem:
+            return problem
+        # the alpha-bars are an argument: the cosine schedule's must give the cosine schedule's x_t
+        cosine = NoiseSchedule("cosine")
+        if (problem := _compare(q_sample(x0, t, noise, cosine.alphas_cumprod.float()), cosine.q_sample(x0, t, noise),
+                                "x_t with the cosine schedule's alphas_cumprod", 1e-4)):
+            return problem + ": use the alphas_cumprod you are given, not a schedule of your own"
+        return None
 
     return run_check(exercise, attempt, guide, "your closed form matches course_lib.schedule.q_sample.")
 
@@ -288,6 +295,10 @@ def check_cosine_schedule(cosine_betas) -> CheckResult:
                 return "alpha-bar is the *square* of the cosine; without the square the noise arrives too slowly"
             if (problem := _compare(got, expected, f"betas for T = {T}", 1e-5)):
                 return problem
+        # the offset is an argument: a function that ignores s (or hard-codes 0.008) is not yet right
+        if (problem := _compare(torch.as_tensor(cosine_betas(50, s=0.02)), cosine_beta_schedule(50, s=0.02),
+                                "betas for T = 50, s = 0.02", 1e-5)):
+            return problem + ": use the s you are given, not a fixed 0.008"
         return None
 
     return run_check(exercise, attempt, guide, "your betas match course_lib.schedule.cosine_beta_schedule.")
@@ -399,6 +410,17 @@ def check_ddpm_step(ddpm_step) -> CheckResult:
                         if _close(got, wrong, tolerance):
                             return f"{problem}: {message}"
                 return problem
+        # the noise term alone (x_t = 0, nothing predicted, so the mean is 0): above, sqrt(beta_t) is too close to
+        # the posterior's standard deviation to tell apart at most t; at small t they differ by a third or more
+        zero = torch.zeros_like(x)
+        for t in (1, 10):
+            got = ddpm_step(zero, t, zero, z, a, ab, var)
+            if (problem := _compare(got, var[t].sqrt() * z, f"x_(t-1) at t = {t} with x_t = 0 and noise_pred = 0",
+                                    1e-6)):
+                if isinstance(got, torch.Tensor) and _close(got, (1 - a[t]).sqrt() * z, 1e-6):
+                    return (f"{problem}: the fresh noise is scaled by the square root of the posterior variance "
+                            "(beta-tilde_t, posterior_variance[t]), not by the square root of beta_t")
+                return problem
         return None
 
     return run_check(exercise, attempt, guide, "your step is Algorithm 2 of the DDPM paper (Ho et al. 2020).")
@@ -481,6 +503,14 @@ def check_reparameterize(reparameterize) -> CheckResult:
             return problem
         if not z.requires_grad:
             return "z no longer depends on mean and logvar (did you detach or use .data?); the trick needs gradients"
+        # the point of the trick: the gradient reaches both mean (dz/dmean = 1) and logvar (dz/dlogvar = std * eps / 2)
+        grad_mean, grad_logvar = torch.autograd.grad(z.sum(), (mean, logvar), allow_unused=True)
+        for name, grad, want in (("mean", grad_mean, torch.ones_like(mean)),
+                                 ("logvar", grad_logvar, 0.5 * (0.5 * logvar).exp().detach() * eps)):
+            if grad is None or not _close(grad, want, 1e-5):
+                return (f"z has the right values, but the gradient does not reach {name} as it should (is part of "
+                        "the formula detached, or computed from .data or .item()?); the trick needs gradients to "
+                        "flow to both mean and logvar")
         return None
 
     return run_check(exercise, attempt, guide, "z = mean + std * eps, as course_lib.vae.reparameterize, "

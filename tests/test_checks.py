@@ -32,6 +32,11 @@ def test_q_sample_diagnoses_common_mistakes():
     wrong_shape = lambda x0, t, noise, ab: (ab[t].sqrt() * x0.flatten(1).T).T
     assert "shape" in checks.check_q_sample(wrong_shape).message
 
+    # ignores the alpha-bars it is given and uses the linear schedule's: right for the linear schedule only
+    from course_lib.schedule import NoiseSchedule
+    own_schedule = lambda x0, t, noise, ab: NoiseSchedule("linear").q_sample(x0, t, noise)
+    assert "the alphas_cumprod you are given" in checks.check_q_sample(own_schedule).message
+
 
 def test_unwritten_and_crashing_solutions_say_not_yet():
     def unwritten(x0, t, noise, alphas_cumprod):
@@ -65,6 +70,8 @@ def test_cosine_schedule_check():
     assert "T + 1" in checks.check_cosine_schedule(one_too_many).message
     linear = lambda T, s=0.008: torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
     assert not checks.check_cosine_schedule(linear)
+    fixed_offset = lambda T, s=0.008: good_cosine(T)          # ignores s
+    assert "the s you are given" in checks.check_cosine_schedule(fixed_offset).message
 
 
 def good_training_loss(model, x0, t, noise, alphas_cumprod):
@@ -106,6 +113,11 @@ def test_ddpm_step_check():
     assert "sigma_t * z is missing" in checks.check_ddpm_step(no_noise).message
     noise_at_zero = lambda eps, t, x, z, a, ab, v: (x - (1 - a[t]) / (1 - ab[t]).sqrt() * eps) / a[t].sqrt() + v[max(t, 1)].sqrt() * z
     assert "t = 0" in checks.check_ddpm_step(noise_at_zero).message
+    # sigma_t = sqrt(beta_t), the other choice Ho et al. mention, is within float32 tolerance of the posterior's at
+    # most t; the check still tells them apart, and says which variance it wants
+    sqrt_beta = lambda eps, t, x, z, a, ab, v: (x - (1 - a[t]) / (1 - ab[t]).sqrt() * eps) / a[t].sqrt() + (
+        (1 - a[t]).sqrt() * z if t > 0 else 0)
+    assert "not by the square root of beta_t" in checks.check_ddpm_step(sqrt_beta).message
 
 
 # --- notebook 03 ---
@@ -123,6 +135,9 @@ def test_reparameterize_check_accepts_the_right_answer_and_names_mistakes():
     assert checks.check_reparameterize(lambda m, lv, e: m + (0.5 * lv).exp() * e)
     assert "std" in checks.check_reparameterize(lambda m, lv, e: m + lv.exp() * e).message
     assert "gradients" in checks.check_reparameterize(lambda m, lv, e: (m + (0.5 * lv).exp() * e).detach()).message
+    # right values, but the std is detached: no gradient reaches logvar
+    assert "reach logvar" in checks.check_reparameterize(lambda m, lv, e: m + (0.5 * lv).exp().detach() * e).message
+    assert "reach mean" in checks.check_reparameterize(lambda m, lv, e: m.detach() + (0.5 * lv).exp() * e).message
     assert not checks.check_reparameterize(lambda m, lv, e: m + torch.randn_like(m))
     assert not checks.check_reparameterize(42)
 
