@@ -85,7 +85,9 @@ def markdown_table(r) -> str:
         lines.append(f"| {word} | " + " | ".join(f"{100 * p:.0f}" for p in ps) + " |")
         lines.append(f"| chance, {word} | " + " | ".join(f"{100 * p:.0f}" for p in r["chance"][word]) + " |")
     lines += ["", f"Checkpoint: {info.get('steps', '?')} training steps, {info.get('train_seconds', '?')} s on "
-              f"{info.get('hardware', '?')}; trained by `{info.get('script', '?')}`."]
+              f"{info.get('hardware', '?')}; trained by `{info.get('script', '?')}`"
+              + ("." if info.get("script", "").startswith("scripts/train.py") else
+                 " (a script since folded into `scripts/train.py clip`, the same recipe).")]
     return "\n".join(lines) + "\n"
 
 

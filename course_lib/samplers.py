@@ -24,7 +24,7 @@ and then differ in how they step to the previous timestep ``t_prev``:
 With fewer inference steps than training steps both skip timesteps evenly, always
 starting from the noisiest one (``timestep_spacing="trailing"`` in diffusers: 999, 979,
 ..., 19 for 50 steps). Starting at t = T-1 matters with few steps: the sampler's input
-really is pure noise only there (Lin et al. 2023, "Common diffusion noise schedules and
+really is pure noise only there (Lin et al. 2024, "Common diffusion noise schedules and
 sample steps are flawed").
 """
 
