@@ -652,23 +652,26 @@ def check_cross_attention(cross_attention) -> CheckResult:
             return problem
         g = torch.Generator().manual_seed(5)
         image, text = torch.randn(2, 9, 6, generator=g), torch.randn(2, 4, 10, generator=g)
-        w_q, w_k, w_v = torch.randn(6, 8, generator=g), torch.randn(10, 8, generator=g), torch.randn(10, 8, generator=g)
-        q, k, v = image @ w_q, text @ w_k, text @ w_v
-        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-        got = cross_attention(image.clone(), text.clone(), w_q, w_k, w_v)
-        if not isinstance(got, torch.Tensor):
-            return f"return a tensor (B, L, d), got {type(got).__name__}"
-        if got.shape == (2, 9, 4):
-            return "that looks like the attention weights (B, L, S); multiply them by the values V"
-        if got.shape == (2, 4, 8):
-            return ("one output per *image* token is expected (B, L, d); the queries must come from the image, "
-                    "the keys and values from the text")
-        if got.shape == expected.shape and not _close(got, expected, 1e-4):
-            if _close(got, (q @ k.transpose(-2, -1)).softmax(-1) @ v, 1e-4):
-                return "divide the scores by sqrt(d) before the softmax, or it saturates as d grows"
-            if _close(got, ((q @ k.transpose(-2, -1)) / 8 ** 0.5).softmax(1) @ v, 1e-4):
-                return "take the softmax over the text tokens (the last dimension), so each pixel's weights sum to 1"
-        return _compare(got, expected, "the output", 1e-4)
+        for d in (8, 16):
+            w_q, w_k, w_v = torch.randn(6, d, generator=g), torch.randn(10, d, generator=g), torch.randn(10, d, generator=g)
+            q, k, v = image @ w_q, text @ w_k, text @ w_v
+            expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            got = cross_attention(image.clone(), text.clone(), w_q, w_k, w_v)
+            if not isinstance(got, torch.Tensor):
+                return f"return a tensor (B, L, d), got {type(got).__name__}"
+            if got.shape == (2, 9, 4):
+                return "that looks like the attention weights (B, L, S); multiply them by the values V"
+            if got.shape == (2, 4, d):
+                return ("one output per *image* token is expected (B, L, d); the queries must come from the image, "
+                        "the keys and values from the text")
+            if got.shape == expected.shape and not _close(got, expected, 1e-4):
+                if _close(got, (q @ k.transpose(-2, -1)).softmax(-1) @ v, 1e-4):
+                    return "divide the scores by sqrt(d) before the softmax, or it saturates as d grows"
+                if _close(got, ((q @ k.transpose(-2, -1)) / d ** 0.5).softmax(1) @ v, 1e-4):
+                    return "take the softmax over the text tokens (the last dimension), so each pixel's weights sum to 1"
+            if (problem := _compare(got, expected, "the output", 1e-4)):
+                return problem
+        return None
 
     return run_check(exercise, attempt, guide, "the same numbers as torch.nn.functional.scaled_dot_product_attention.")
 
@@ -739,9 +742,11 @@ def check_img2img_timesteps(img2img_timesteps) -> CheckResult:
     def attempt():
         if (problem := _callable_problem(img2img_timesteps, "check_img2img_timesteps(img2img_timesteps)")):
             return problem
-        timesteps = (1000 - torch.arange(50) * 20) - 1
-        for strength in (0.0, 0.3, 0.8, 1.0):
-            n = int(50 * strength)
+        uniform = (1000 - torch.arange(50) * 20) - 1
+        uneven = torch.tensor([999, 900, 750, 500, 250, 100, 20])
+        for timesteps, strength in [(uniform, s) for s in (0.0, 0.3, 0.35, 0.8, 1.0)] + [(uneven, 0.35)]:
+            N = len(timesteps)
+            n = int(N * strength)
             expected = library_img2img_timesteps(timesteps, strength)
             got = img2img_timesteps(timesteps.clone(), strength)
             if isinstance(got, (int, float)) or isinstance(got, torch.Tensor) and got.ndim == 0:
@@ -750,8 +755,8 @@ def check_img2img_timesteps(img2img_timesteps) -> CheckResult:
                 if _close(got, timesteps[:n], 0):
                     return ("those are the noisiest steps; img2img starts part-way down the schedule, so keep the "
                             "last ones (the least noisy)")
-            if isinstance(got, torch.Tensor) and len(got) == 50 - n and n != 50 - n:
-                return (f"with strength {strength}, {n} of the 50 steps should run, you ran {len(got)}: strength is "
+            if isinstance(got, torch.Tensor) and len(got) == N - n and n != N - n:
+                return (f"with strength {strength}, {n} of the {N} steps should run, you ran {len(got)}: strength is "
                         "the share that runs, not the share skipped")
             if (problem := _compare(got, expected, f"the timesteps for strength {strength}", atol=0)):
                 return problem
@@ -766,7 +771,11 @@ def _fake_velocity_model(x, timestep):
     """A deterministic stand-in for a velocity U-Net: (B, C, H, W), (B,) timesteps in [0, 1000] -> like x.
 
     Its output depends on the timestep's scale, so an answer that passes sigma instead of 1000 sigma shows."""
-    return torch.sin(1.3 * x) - timestep.float().view(-1, 1, 1, 1) / 1000.0
+    t = torch.as_tensor(timestep).float()
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"model(x, timestep) wants timestep of shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}")
+    t = t.view(-1, 1, 1, 1)
+    return torch.sin(1.3 * x) - t / 1000.0 + 0.1 * torch.cos(t)
 
 
 def check_flow_matching_loss(flow_loss) -> CheckResult:
@@ -795,7 +804,7 @@ def check_flow_matching_loss(flow_loss) -> CheckResult:
         if (problem := _callable_problem(flow_loss, "check_flow_matching_loss(flow_loss)")):
             return problem
         x0, noise = _clean_and_noise(seed=21)
-        sigma = torch.tensor([0.05, 0.3, 0.7, 1.0])
+        sigma = torch.tensor([0.0, 0.3137, 0.7, 1.0])
         expected = velocity_loss(_fake_velocity_model, x0, sigma, noise).double()
         got = flow_loss(_fake_velocity_model, x0, sigma, noise)
         if isinstance(got, torch.Tensor) and got.numel() != 1:
@@ -883,8 +892,8 @@ def check_split_heads(split_heads) -> CheckResult:
     def attempt():
         if (problem := _callable_problem(split_heads, "check_split_heads(split_heads)")):
             return problem
-        x = torch.arange(2 * 5 * 8, dtype=torch.float32).reshape(2, 5, 8)      # every number tells where it was
-        for heads in (2, 4, 1):
+        for x, heads in [(torch.arange(80, dtype=torch.float32).reshape(2, 5, 8) / 3, h) for h in (2, 4, 1)] + \
+                        [(torch.arange(252, dtype=torch.float32).reshape(3, 7, 12) / 3, h) for h in (3, 6)]:
             got = split_heads(x, heads)
             expected = library_split_heads(x, heads)
             if isinstance(got, torch.Tensor) and got.shape == expected.shape and not _close(got, expected, 0):
@@ -892,9 +901,9 @@ def check_split_heads(split_heads) -> CheckResult:
                     return ("the shape is right but the numbers are shuffled between tokens: reshaping straight to "
                             "(B, heads, L, d / heads) deals one token's numbers out to several tokens. Split the "
                             "width first, (B, L, heads, d / heads), then swap the token and head axes")
-                if _close(got, x.reshape(2, 5, expected.shape[3], heads).permute(0, 3, 1, 2), 0):
+                if _close(got, x.reshape(*x.shape[:2], expected.shape[3], heads).permute(0, 3, 1, 2), 0):
                     return "each head should get a consecutive slice of the width, not every heads-th number"
-            if isinstance(got, torch.Tensor) and got.shape == (2, 5, heads, 8 // heads):
+            if isinstance(got, torch.Tensor) and got.shape == (*x.shape[:2], heads, x.shape[2] // heads):
                 return "the head axis should come before the token axis: (B, heads, L, d / heads)"
             if (problem := _compare(got, expected, f"the result for num_heads={heads}", 0)):
                 return problem

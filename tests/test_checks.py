@@ -425,3 +425,28 @@ def test_every_exercise_names_at_least_three_mistakes():
     assert "mix is reversed" in checks.check_flow_matching_loss(lambda *a: loss(*a, mix_reversed=True)).message
     assert "not the noise alone" in checks.check_flow_matching_loss(lambda *a: loss(*a, target_noise=True)).message
     assert "scaled by how far" in checks.check_euler_step(lambda v, s, s_next, x: x - v).message
+
+
+def test_loopholes_a_reviewer_found_in_the_later_checks_are_closed():
+    """Wrong answers that matched on the checks' old fixed inputs: one width, one shape, whole-number strengths, a
+    forgiving stand-in network."""
+    fixed_width = lambda X, T, Wq, Wk, Wv: ((X @ Wq) @ (T @ Wk).transpose(-2, -1) / 8 ** 0.5).softmax(-1) @ (T @ Wv)
+    assert not checks.check_cross_attention(fixed_width)
+
+    right = lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(1, 2)
+    assert not checks.check_split_heads(lambda x, h: x.reshape(2, 5, h, -1).transpose(1, 2))        # fixed B, L
+    assert not checks.check_split_heads(lambda x, h: right(x, h).half())                            # lossy dtype
+
+    keep_last = lambda ts, strength: ts[len(ts) - int(len(ts) * strength):]
+    assert checks.check_img2img_timesteps(keep_last)
+    assert not checks.check_img2img_timesteps(lambda ts, s: ts[len(ts) - round(len(ts) * s):])     # rounds up 17.5
+    assert not checks.check_img2img_timesteps(lambda ts, s: ts[ts < s * 1000])                      # by value, not count
+    assert not checks.check_img2img_timesteps(lambda ts, s: ts[50 - int(50 * s):])                  # fixed N
+
+    def loss(model, x0, sigma, noise, timestep=lambda sigma: 1000 * sigma):
+        s = sigma.view(-1, 1, 1, 1)
+        return ((model((1 - s) * x0 + s * noise, timestep(sigma)) - (noise - x0)) ** 2).mean()
+    assert checks.check_flow_matching_loss(loss)
+    assert not checks.check_flow_matching_loss(lambda *a: loss(*a, timestep=lambda s: (1000 * s).long()))   # truncated
+    assert "shape (B,)" in checks.check_flow_matching_loss(
+        lambda *a: loss(*a, timestep=lambda s: 1000 * s.view(-1, 1, 1, 1))).message
