@@ -5,7 +5,7 @@ with Euler and Heun) share the U-Net, the data and the training budget (same ste
 rate and EMA; the recipes in course_lib/recipes.py). For 1, 2, 4, 8, 16 and 50 steps each:
 ``course_lib.metrics.quality_report`` (1,000 digits per seed against 1,000 held-out digits, the floor at the
 same size, seeds 0 and 1 as a range, precision/recall, class shares), the number of network calls, and
-the sampling time per digit (one batch of --timing-batch digits, timed alone).
+the sampling time per digit (one batch of --timing-batch digits, timed alone, the fastest of three passes).
 
 Resumable like bench/ddpm_bench.py: every (row, seed) is stored in bench/results/flow.json as soon as it
 is measured, with its checkpoint's SHA-256 (--models ddpm measures the diffusion rows alone). Writes flow.md and the README table between
@@ -28,8 +28,9 @@ from course_lib.pretrained import CHECKPOINTS
 from course_lib.schedule import NoiseSchedule
 from course_lib.step_search import search_sigmas
 
-from course_tools.bench import (FLOW_NAMES as NAMES, add_output_arguments, drawn_and_timed, measure_seeds, quality_cells,
-                                sampling, save_partial, span, stored_rows, write_results)
+from course_tools.bench import (FLOW_NAMES as NAMES, TIMING_PASSES, add_output_arguments, drawn_and_timed,
+                                measure_seeds, quality_cells, sampling, save_partial, span, stored_rows, time_row,
+                                write_results)
 
 STEPS = (1, 2, 4, 8, 16, 50)
 # the searched clocks (course_lib.step_search): Euler levels chosen to follow each model's own ODE, found from
@@ -98,6 +99,7 @@ def main():
         for key, row in done.items():
             if row["model"] in models:
                 row.pop("seconds_per_digit", None)
+                row.pop("seconds_per_digit_passes", None)
     previous = results_or_empty(args.out)
     searched = previous.get("searched_levels", {})
     model_of = {name: model for name, model, _, _ in METHODS}
@@ -132,10 +134,8 @@ def main():
             measure_seeds(row, SEEDS, lambda seed: {**quality_report(classifier, generate, heldout, pool, args.num_samples,
                                                                      seeds=(seed,)), "sampled_on": describe_device(args.device)}, save)
             if "seconds_per_digit" not in row and not args.no_timing:
-                start = time.perf_counter()
-                pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler, seed=0, progress=False,
-                     **extra)
-                row["seconds_per_digit"] = round((time.perf_counter() - start) / args.timing_batch, 4)
+                time_row(row, lambda: pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler,
+                                           seed=0, progress=False, **extra), args.timing_batch)
                 save()
             print(NAMES[name], steps, "FD/floor", span(row["ratio"]), flush=True)
     wanted = [(name, steps) for steps in STEPS for name, _, _, _ in METHODS if measured(name, steps)]
@@ -165,7 +165,8 @@ def markdown_table(result) -> str:
              "learning rate, EMA; the wall-clock times below are not comparable). "
              f"{result['num_samples']:,} samples per seed, seeds {result['seeds']}, each against "
              f"{result['num_samples']:,} held-out digits, ranges over the seeds; floor (as many training-pool digits "
-             f"against the same reference) {span(floor, '{:.1f}')}. {drawn_and_timed(rows, result['machine'])}", "",
+             f"against the same reference) {span(floor, '{:.1f}')}. {drawn_and_timed(rows, result['machine'])} Seconds per "
+             f"digit: one batch of {result['timing_batch']} timed alone, the fastest of {TIMING_PASSES} passes.", "",
              "| method | steps | network calls | Fréchet distance / floor | precision | recall "
              "| smallest / largest class share | s / digit |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -4,12 +4,34 @@
     results("ldm")                        # the stored dict, wherever a notebook runs from
     generate = sampling(pipe, 250, num_inference_steps=20, sampler="ddim")   # for metrics.quality_report
     span([2.41, 2.53])                    # "2.41-2.53": a figure over seeds, reported as its range
+    time_row(row, lambda: pipe(batch_size=100), 100)   # s / digit: the fastest of TIMING_PASSES passes
 """
 
 import json
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Timing passes per row: one pass of 100 digits wandered by up to 40% between runs on the 2-core machine (another
+# process, the VM's neighbours); the machine's other work only ever slows a pass down, so the fastest is kept.
+TIMING_PASSES = 3
+
+
+def seconds_per_digit(draw, batch_size: int, passes: int = TIMING_PASSES) -> list[float]:
+    """Seconds per digit of ``draw()``, which draws ``batch_size`` digits, timed ``passes`` times in a row. A row
+    stores them all and its table shows the fastest (as Python's ``timeit`` advises), under "s / digit"."""
+    times = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        draw()
+        times.append(round((time.perf_counter() - start) / batch_size, 4))
+    return times
+
+
+def time_row(row: dict, draw, batch_size: int) -> None:
+    """Time ``draw`` into ``row``: every pass ("seconds_per_digit_passes") and the fastest ("seconds_per_digit")."""
+    row["seconds_per_digit_passes"] = seconds_per_digit(draw, batch_size)
+    row["seconds_per_digit"] = min(row["seconds_per_digit_passes"])
 
 
 def write_results(name: str, result: dict, table: str, out: Path = ROOT / "bench" / "results") -> str:
@@ -73,8 +95,9 @@ def recommended_guidance(rows: list[dict], floors: dict = GUIDANCE_FLOORS) -> di
 
 
 def meets_floors(row: dict, floors: dict = GUIDANCE_FLOORS) -> bool:
-    """Whether every seed of a guidance bench row reaches each floor."""
-    return all(min(row[key]) >= low for key, low in floors.items())
+    """Whether every seed of a guidance bench row reaches each floor. The shares were counted in float32, so 950 of
+    1,000 is stored as 0.94999998: a share within 1e-6 below a floor reaches it."""
+    return all(min(row[key]) >= low - 1e-6 for key, low in floors.items())
 
 
 def guidance_settings(guidance_interval, condition_annealing=None, guidance_rescale: float = 0.0) -> dict:
