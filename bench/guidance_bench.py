@@ -125,14 +125,14 @@ def markdown_table(result) -> str:
     lines = [f"Shipped LDM, {result['steps']} DDIM steps; {result['num_samples']:,} digits per seed (a tenth per "
              f"\"a handwritten <digit>\"), seeds {result['seeds']}, each against {result['num_samples']:,} held-out "
              f"digits; ranges over the seeds; floor {span(floor, '{:.1f}')}. Spread: within-class variance of the "
-             "samples over that of real digits (1 = as varied). Interval a-b: guidance only where a ≤ t / T ≤ b. "
-             f"CADS: the prompt blended with noise above t / T = {CADS[0]:g}, replaced by it above {CADS[1]:g}. "
+             "samples over that of real digits (1 = as varied). Interval a-b: guidance only where a ≤ t / (T − 1) ≤ b (0: clean, 1: pure noise). "
+             f"CADS: the prompt blended with noise above t / (T − 1) = {CADS[0]:g}, replaced by it above {CADS[1]:g}. "
              f"Drawn and timed (s / digit, sampling only) on {sampled_on(rows, unlabelled=result['machine'])}.", "",
              "| guidance | scale | FD / floor | prompt accuracy | spread | thick/thin adherence | precision | recall "
              "| s / digit |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['guidance_scale']:g} | {span(r['ratio'])} | "
-                     f"{span(r['accuracy'], '{:.1%}')} | {span(r['spread'])} | {span(r['thickness_adherence'], '{:.0%}')}"
+                     f"{span(r['accuracy'], '{:.1%}')} | {span(r['spread'])} | {span(r['thickness_adherence'], '{:.1%}')}"
                      f" | {span(r['precision'])} | {span(r['recall'])} | {span(r['seconds_per_digit'], '{:.4f}')} |")
     return "\n".join(lines + ["", recommendation(result)]) + "\n"
 
