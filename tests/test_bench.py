@@ -53,11 +53,12 @@ def test_a_row_is_timed_by_its_fastest_pass():
     import time
 
     from course_tools.bench import TIMING_PASSES, time_row
-    delays = iter([0.2] + [0.02] * (TIMING_PASSES - 1))
+    delays = iter([0.5] + [0.02] * (TIMING_PASSES - 1))
     row = {}
     time_row(row, lambda: time.sleep(next(delays)), batch_size=10)
     assert len(row["seconds_per_digit_passes"]) == TIMING_PASSES >= 3
-    assert row["seconds_per_digit_passes"][0] >= 0.02 and 0.002 <= row["seconds_per_digit"] < 0.01
+    # generous bounds (a busy CI machine oversleeps), but the slow pass is 25 times the others
+    assert row["seconds_per_digit_passes"][0] >= 0.05 and 0.002 <= row["seconds_per_digit"] < 0.03
     assert row["seconds_per_digit"] == min(row["seconds_per_digit_passes"])
 
 
