@@ -22,7 +22,7 @@ from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 
 from course_tools.bench import (TIMING_PASSES, add_output_arguments, drawn_and_timed, measure_seeds, sampling,
-                                save_partial, span, stored_rows, time_row, write_results)
+                                save_partial, span, stored_rows, time_row, training_summary, write_results)
 
 # (sampler, steps, use_clipped_model_output); the last row is DDIM without that switch, for comparison.
 # DDPM-1000, the slowest by far, comes last so that the others are measured first.
@@ -82,6 +82,11 @@ def main():
                 print(name, steps, "FD/floor", span(row["ratio"]), flush=True)
         if "seeds" in row:
             result["rows"].append(row)
+    missing = [f"{NAMES[sampler]}-{steps}" + ("" if clipped else " (raw noise)") for sampler, steps, clipped in CONFIGS
+               if "seeds" not in done[(row_name(sampler, clipped), steps)]]
+    if missing:           # a table without them would drop rows from ddpm.md and the README
+        print(f"not measured yet: {', '.join(missing)}; run again (without --only or --max-steps) for the table")
+        return
     pool_shares = torch.bincount(load_mnist("train").labels, minlength=10).double() / len(pool)
     result["training_pool_class_shares"] = [round(float(s), 4) for s in pool_shares]
     print(write_results("ddpm", result, markdown_table(result), args.out))
@@ -107,8 +112,7 @@ def markdown_table(result) -> str:
               "the raw-noise row is DDIM without it. The training pool itself has "
               f"{100 * min(pool):.1f}% to {100 * max(pool):.1f}% of each class. Seconds per digit: one batch of "
               f"{result['timing_batch']} timed alone, the fastest of {TIMING_PASSES} passes.",
-              "", f"Checkpoint: {info.get('steps', '?')} training steps, {info.get('train_seconds', '?')} s on "
-              f"{info.get('hardware', '?')}."]
+              "", f"Checkpoint: {training_summary(info)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -30,7 +30,7 @@ from course_lib.step_search import search_sigmas
 
 from course_tools.bench import (FLOW_NAMES as NAMES, TIMING_PASSES, add_output_arguments, drawn_and_timed,
                                 measure_seeds, quality_cells, sampling, save_partial, span, stored_rows, time_row,
-                                write_results)
+                                training_summary, write_results)
 
 STEPS = (1, 2, 4, 8, 16, 50)
 # the searched clocks (course_lib.step_search): Euler levels chosen to follow each model's own ODE, found from
@@ -159,8 +159,7 @@ def results_or_empty(out: Path) -> dict:
 def markdown_table(result) -> str:
     rows = result["rows"]
     floor = [f for r in rows for f in r["floor"]]
-    train = {name: f"{info['steps']:,} steps of {info['batch_size']}, {info['train_seconds']:,} s on {info['hardware']}"
-             for name, info in result["checkpoints"].items()}
+    train = {name: training_summary(info) for name, info in result["checkpoints"].items()}
     lines = [f"The shipped DDPM and flow-matching model: the same U-Net, data and training recipe (steps, batch size, "
              "learning rate, EMA; the wall-clock times below are not comparable). "
              f"{result['num_samples']:,} samples per seed, seeds {result['seeds']}, each against "

@@ -73,6 +73,19 @@ def drawn_and_timed(rows, machine: str) -> str:
     return f"Samples drawn and timed on {machine}." if drawn == machine else f"Samples drawn on {drawn}; timed on {machine}."
 
 
+def training_summary(info: dict) -> str:
+    """How a checkpoint was trained, from its recorded info: "18,000 steps of 64, 8,808 s on <hardware>", and for a
+    two-stage recipe (``course_lib.recipes.SECOND_STAGE``) what each stage did."""
+    text = f"{info['steps']:,} steps of {info['batch_size']}, {info['train_seconds']:,} s on {info['hardware']}"
+    if "stages" not in info:
+        return text
+    first, second = info["stages"]
+    precision = f" in {second['precision']} autocast" if second.get("precision", "float32") != "float32" else ""
+    return (f"{text}, in two stages: {first['steps']:,} at lr {first['lr']:g} ({first['train_seconds']:,} s), then "
+            f"{second['steps']:,} more from its EMA weights at lr {second['lr']:g}{precision} "
+            f"({second['train_seconds']:,} s)")
+
+
 # How bench/flow_bench.py's methods (the rows' "sampler") are named in its table and in notebook 07.
 FLOW_NAMES = {"ddim": "diffusion, DDIM", "dpmsolver": "diffusion, DPM-Solver++(2M)",
               "ddpm on flow clock": "diffusion, DDIM step on the flow's clock",
@@ -244,7 +257,7 @@ def compare_setting(name: str, recipe: str, setting: str, values, samplers, *, s
 
     for value in values:
         pipe, info = train_model(recipe, runs / f"{run_prefix or name}-{value}", device="cpu", steps=steps,
-                                 ema_decay=ema_decay, **{setting: value})
+                                 ema_decay=ema_decay, second_stage=False, **{setting: value})
         result["batch_size"] = info["batch_size"]
         for sampler, sampler_steps in samplers:
             row = done.setdefault((value, sampler, sampler_steps),

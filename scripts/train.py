@@ -5,6 +5,9 @@ It trains on the MNIST training pool (never the held-out digits), exports the EM
 their provenance (hardware, steps, seconds, settings) to data/checkpoints/NAME.safetensors and
 prints the SHA-256 to pin in course_lib/pretrained.py. Interrupt it any time: run the same
 command again and it resumes from runs/NAME/state.pt. An existing checkpoint is never overwritten.
+A recipe with a second stage (``course_lib.recipes.SECOND_STAGE``, which the DDPM and the flow model get when their
+staged successors in data/staged/ ship) runs it after the first; --first-stage FILE skips the first and starts the
+second from FILE, --no-second-stage stops after the first.
 
 --set changes one setting of the recipe (repeat it for more), e.g. on a GPU
 ``--set batch_size=512 --set prediction_type=v_prediction``; the settings used are recorded in the checkpoint.
@@ -29,6 +32,9 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=None, help="default data/checkpoints/NAME.safetensors")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe setting, e.g. --set lr=5e-4 (repeatable)")
+    parser.add_argument("--first-stage", type=Path, default=None, metavar="FILE",
+                        help="start the recipe's second stage from this checkpoint instead of training a first")
+    parser.add_argument("--no-second-stage", action="store_true", help="train the first stage only")
     args = parser.parse_args(argv)
     out = args.out or CHECKPOINT_DIR / f"{args.name}.safetensors"
     if out.exists():
@@ -42,7 +48,8 @@ def main(argv=None):
             overrides[key] = json.loads(value)      # numbers, true/false, lists
         except json.JSONDecodeError:
             overrides[key] = value                  # anything else is a string, e.g. v_prediction
-    ready, info = train_model(args.name, args.run_dir, device=args.device, **overrides)
+    ready, info = train_model(args.name, args.run_dir, device=args.device, first_stage=args.first_stage,
+                              second_stage=not args.no_second_stage, **overrides)
     model = network(ready)
     digest = export_weights(model, out, model.config, info)
     print(json.dumps(info, indent=1))

@@ -1,9 +1,15 @@
 """course_tools.bench: the rule that picks a default guidance from the guidance bench, finding its rows, and the
-tables' provenance sentence."""
+tables' provenance sentences, and the DDPM bench's refusal to write a table with rows missing."""
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 
-from course_tools.bench import drawn_and_timed, guidance_row, guidance_settings, recommended_guidance
+from course_tools.bench import drawn_and_timed, guidance_row, guidance_settings, recommended_guidance, training_summary
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def row(method, scale, ratio, accuracy, thickness, spread=(0.9, 0.9), interval=(0, 1), annealing=None):
@@ -67,3 +73,26 @@ def test_a_share_exactly_at_a_floor_reaches_it_though_float32_stored_it_just_bel
     at_floor = row("cfg", 3.0, (1.2, 1.2), (0.995, 0.9950000047683716), (0.949999988079071, 0.96), (0.85, 0.9))
     assert meets_floors(at_floor)
     assert not meets_floors(row("cfg", 3.0, (1.2, 1.2), (0.995, 0.995), (0.949, 0.96), (0.85, 0.9)))
+
+
+def test_training_summary_says_what_each_stage_did():
+    one = {"steps": 12000, "batch_size": 64, "train_seconds": 7702, "hardware": "x86_64, 2 CPU threads"}
+    assert training_summary(one) == "12,000 steps of 64, 7,702 s on x86_64, 2 CPU threads"
+    two = {**one, "steps": 18000, "train_seconds": 8808, "stages": [
+        {"steps": 12000, "lr": 1e-3, "train_seconds": 7702},
+        {"steps": 6000, "lr": 3e-4, "train_seconds": 1106, "precision": "bfloat16"}]}
+    assert training_summary(two) == ("18,000 steps of 64, 8,808 s on x86_64, 2 CPU threads, in two stages: 12,000 at "
+                                     "lr 0.001 (7,702 s), then 6,000 more from its EMA weights at lr 0.0003 in bfloat16 "
+                                     "autocast (1,106 s)")
+
+
+def test_the_ddpm_bench_writes_no_table_while_rows_are_missing(tmp_path, monkeypatch, capsys):
+    """A run limited to a few rows (or to none) stores what it measured but writes no ddpm.md (nor README table)
+    that would silently lack the rest."""
+    spec = importlib.util.spec_from_file_location("ddpm_bench", ROOT / "bench" / "ddpm_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(sys, "argv", ["ddpm_bench.py", "--max-steps", "0", "--out", str(tmp_path)])
+    bench.main()
+    assert "not measured yet: DDIM-50, DDIM-20" in capsys.readouterr().out
+    assert not (tmp_path / "ddpm.md").exists()

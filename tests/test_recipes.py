@@ -1,14 +1,16 @@
 """course_lib.recipes: one runner for every shipped model, returning what pipelines.load returns."""
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from course_lib import pipelines, pretrained
 from course_lib.data import load_mnist
 from course_lib.ddpm import DDPMPipeline
-from course_lib.recipes import RECIPES, train_model
+from course_lib.recipes import FIRST_STAGES, RECIPES, SECOND_STAGE, train_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +23,8 @@ def test_every_shipped_checkpoint_has_a_recipe_and_load_knows_it():
 
 @pytest.mark.parametrize("name", ["ddpm", "vae"])
 def test_train_model_returns_what_load_returns(tmp_path, name):
-    ready, info = train_model(name, tmp_path / name, device="cpu", progress=False, steps=3, batch_size=8)
+    ready, info = train_model(name, tmp_path / name, device="cpu", progress=False, steps=3, batch_size=8,
+                              second_stage=False)
     shipped = pipelines.load(name, device="cpu")
     assert type(ready) is type(shipped)
     assert info["steps"] == 3 and info["script"] == f"scripts/train.py {name}" and info["train_seconds"] >= 0
@@ -57,7 +60,7 @@ def test_the_training_command_exports_a_checkpoint_that_loads(tmp_path):
 
 def test_prediction_type_reaches_the_pipeline_and_the_checkpoint(tmp_path):
     ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, steps=2, batch_size=4,
-                              prediction_type="v_prediction")
+                              prediction_type="v_prediction", second_stage=False)
     assert info["prediction_type"] == "v_prediction" and ready.prediction_type == "v_prediction"
     # what pipelines.load does with a checkpoint's info: a v-prediction network is sampled as one
     again = pipelines.assemble("ddpm", pipelines.network(ready), info, "cpu")
@@ -71,7 +74,8 @@ def test_the_training_command_sets_recipe_settings(tmp_path):
     spec.loader.exec_module(script)
     out = tmp_path / "ddpm.safetensors"
     script.main(["ddpm", "--steps", "1", "--device", "cpu", "--run-dir", str(tmp_path / "run"), "--out", str(out),
-                 "--set", "prediction_type=v_prediction", "--set", "batch_size=4", "--set", "lr=5e-4"])
+                 "--set", "prediction_type=v_prediction", "--set", "batch_size=4", "--set", "lr=5e-4",
+                 "--no-second-stage"])
     _, _, info = pretrained.read_weights(out)
     assert (info["prediction_type"], info["batch_size"], info["lr"]) == ("v_prediction", 4, 5e-4)
     with pytest.raises(SystemExit):
@@ -79,9 +83,65 @@ def test_the_training_command_sets_recipe_settings(tmp_path):
 
 
 def test_ddpm_width_is_a_setting(tmp_path):
-    ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, steps=1, batch_size=2, base_channels=8)
+    ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, steps=1, batch_size=2, base_channels=8,
+                              second_stage=False)
     assert ready.unet.config["base_channels"] == 8 and info["base_channels"] == 8
     assert sum(p.numel() for p in ready.unet.parameters()) < sum(p.numel() for p in pipelines.load("ddpm", "cpu").unet.parameters()) / 3
+
+
+@pytest.fixture
+def two_stages(monkeypatch):
+    """The DDPM and flow recipes with their second stage, whether or not the shipped ones have it yet."""
+    for name in ("ddpm", "flow"):
+        monkeypatch.setitem(RECIPES, name, dataclasses.replace(RECIPES[name], second_stage=SECOND_STAGE))
+
+
+def test_the_pixel_models_train_in_two_stages_the_second_from_the_firsts_ema(tmp_path, two_stages):
+    """Both stages run, each with its own settings, and both are recorded; the total is what info reports."""
+    ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, steps=2, batch_size=4,
+                              second_stage={"steps": 3})
+    first, second = info["stages"]
+    assert (first["steps"], second["steps"], info["steps"]) == (2, 3, 5)
+    assert (first["lr"], second["lr"]) == (RECIPES["ddpm"].training["lr"], SECOND_STAGE["lr"])
+    assert second["precision"] == SECOND_STAGE["precision"] and "precision" not in first
+    assert info["train_seconds"] == first["train_seconds"] + second["train_seconds"]
+    assert (tmp_path / "state.pt").exists() and (tmp_path / "second_stage.pt").exists()
+
+
+def test_a_second_stage_starts_from_the_given_first_stage_file(tmp_path, two_stages):
+    """From the shipped DDPM with a vanishing learning rate, the second stage must end where it started; a network
+    built afresh (the file ignored) would not. The file's SHA-256 is recorded."""
+    shipped = pretrained.checkpoint_path("ddpm")
+    ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, first_stage=shipped,
+                              second_stage={"steps": 2, "lr": 1e-12, "warmup_steps": 1}, batch_size=4)
+    start = pipelines.network(pipelines.load("ddpm", device="cpu")).state_dict()
+    for key, value in pipelines.network(ready).state_dict().items():
+        assert torch.allclose(value, start[key], atol=1e-6), key
+    assert info["stages"][0]["checkpoint_sha256"] == pretrained.CHECKPOINTS["ddpm"][1]
+    assert info["stages"][1]["steps"] == 2
+
+
+def test_stage_arguments_that_cannot_apply_are_refused_with_a_sentence(tmp_path, two_stages):
+    with pytest.raises(ValueError, match="first_stage= starts a second stage, and vae's recipe has none"):
+        train_model("vae", tmp_path, first_stage=pretrained.checkpoint_path("vae"))
+    with pytest.raises(ValueError, match="or keep second_stage=True"):
+        train_model("ddpm", tmp_path, first_stage=pretrained.checkpoint_path("ddpm"), second_stage=False)
+    with pytest.raises(ValueError, match="ddpm's second stage has no setting 'stpes'"):
+        train_model("ddpm", tmp_path, second_stage={"stpes": 3})
+    with pytest.raises(ValueError, match="does not hold a ddpm network of this recipe's shape"):
+        train_model("ddpm", tmp_path, first_stage=pretrained.checkpoint_path("vae"), progress=False)
+
+
+def test_the_pinned_first_stages_are_what_the_second_stages_started_from():
+    """FIRST_STAGES names the one-stage checkpoints the second stage starts from: the shipped files while they are
+    one-stage, and the first stage recorded in any two-stage file, shipped or staged."""
+    for name, sha in FIRST_STAGES.items():
+        _, _, shipped = pretrained.read_weights(pretrained.checkpoint_path(name))
+        assert (shipped["stages"][0]["checkpoint_sha256"] if "stages" in shipped else pretrained.CHECKPOINTS[name][1]) == sha
+        staged = ROOT / "data" / "staged" / f"{name}.safetensors"
+        if staged.exists():
+            _, _, info = pretrained.read_weights(staged)
+            assert info["stages"][0]["checkpoint_sha256"] == sha and info["script"] == f"scripts/train.py {name}"
 
 
 def test_reflow_draws_its_pairs_once_and_keeps_them_with_the_run(tmp_path):

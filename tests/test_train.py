@@ -228,3 +228,17 @@ def test_a_non_finite_loss_stops_training_and_is_never_checkpointed(tmp_path):
 
     recorded = train(fresh_model(), mse_loss, regression_data(), steps=37, batch_size=16, progress=False)
     assert len(recorded.losses) == 37 and all(isinstance(v, float) for v in recorded.losses)
+
+
+def test_bfloat16_autocast_trains_the_float32_weights_and_unknown_precisions_are_refused():
+    """precision="bfloat16" runs the forward pass in bfloat16 (so the run differs from float32's) while the
+    weights and their EMA stay float32 and still learn."""
+    data = regression_data()
+    runs = {p: train(fresh_model(), mse_loss, data, steps=200, lr=0.05, warmup_steps=5, progress=False, precision=p)
+            for p in ("float32", "bfloat16")}
+    low, full = runs["bfloat16"], runs["float32"]
+    assert all(p.dtype == torch.float32 for p in (*low.model.parameters(), *low.ema_model.parameters()))
+    assert low.losses[-1] < 0.05 * low.losses[0]
+    assert low.losses != full.losses          # autocast really ran: bfloat16 rounding changed the losses
+    with pytest.raises(ValueError, match="precision must be one of 'float32', 'bfloat16', got 'fp16'"):
+        train(fresh_model(), mse_loss, data, steps=1, progress=False, precision="fp16")
