@@ -172,7 +172,7 @@ def markdown_table(result) -> str:
         seconds = f"{r['seconds_per_digit']:.4f}" if "seconds_per_digit" in r else "–"
         lines.append(f"| {NAMES[r['sampler']]} | {r['steps']} | {r['network_calls']} | {quality_cells(r)} | {seconds} |")
     reflow = result["checkpoints"]["reflow"]
-    lines += ["", f"Training: DDPM {train['ddpm']}; flow {train['flow']}. The reflow rows are extra work on top of the "
+    lines += ["", f"Training: DDPM, {train['ddpm']}. Flow, {train['flow']}. The reflow rows are extra work on top of the "
               f"flow model: {reflow['pairs']} (the pairs), then {train['reflow']} (fine-tuning on them). Heun's last step is an Euler step "
               "(it ends on the clean image), so n Heun steps cost 2n - 1 network calls; one Heun step is one Euler step. "
               "DPM-Solver++(2M) at 1 and 2 steps is DDIM (its first and last steps are first order)."]

@@ -4,7 +4,7 @@ Flow matching trains at noise levels sigma drawn from some distribution (``flow.
 [0, 1], or logit-normal (the sigmoid of a standard normal, SD3's choice), which visits the middle levels more
 and the two ends less. This bench trains the shipped flow model's U-Net twice by the "flow" recipe, changing only
 ``time_sampling``: the same seed, steps and EMA; --steps each (default 2,000 of 64, a sixth of
-the shipped model's budget, with EMA 0.995, exactly like bench/parameterisation_bench.py, so its rows compare
+the shipped model's first stage, with EMA 0.995, exactly like bench/parameterisation_bench.py, so its rows compare
 with that bench's). Runs are resumable (runs/timesampling-<kind>/). Each model is measured by the course's
 protocol (``metrics.quality_report``: 1,000 samples per seed, seeds 0 and 1, floor at the same size) with Euler
 at 8 and 50 steps. Writes bench/results/time_sampling.json and .md, and the README table.

@@ -36,7 +36,7 @@ from .train import load_checkpoint, save_checkpoint, train
 from .unet import UNet
 from .vae import VAE, AutoEncoder, ConvVAE, autoencoder_loss, latent_scaling_factor, vae_loss
 
-# The shipped pixel-space DDPM: 0.69M parameters, ~0.4 s per batch of 64 on a 2-core CPU.
+# The shipped pixel-space DDPM: 0.69M parameters, about 0.28 s per training step of 64 on a 2-core CPU (float32).
 DDPM_UNET_CONFIG = dict(in_channels=1, out_channels=1, base_channels=16, channel_mults=(1, 2, 4),
                         num_res_blocks=1, attention_levels=(False, False, True))
 # lr 1e-3 and a slow EMA: 8000 steps at lr 5e-4 gave good DDPM-1000 samples but a biased
@@ -50,23 +50,28 @@ DDPM_TRAINING = dict(steps=12000, batch_size=64, lr=1e-3, warmup_steps=300, ema_
 # two are compared at equal training compute; only the path and the target differ. Noise levels are drawn
 # logit-normal (SD3's choice, more of them mid-way): bench/time_sampling_bench.py measured it against uniform at
 # a sixth of this budget (Euler-8 5.76-7.10 vs 7.44-9.05 x floor), and at full budget it took Euler-8 from
-# 3.17-4.24 (the uniform model shipped before it) to 2.73-3.38 x floor.
+# 3.17-4.24 (the uniform model shipped before it) to 2.73-3.38 x floor (one stage, before the second existed).
 FLOW_TRAINING = {**{k: v for k, v in DDPM_TRAINING.items() if k != "prediction_type"}, "time_sampling": "logit_normal"}
-# A second stage for both pixel models (issue 16): from the first stage's EMA weights, 6,000 more steps at a lower
-# learning rate, with a fresh warm-up, cosine decay and a faster EMA, on new batches (seed 1). The forward pass runs
-# in bfloat16 (autocast; weights and optimizer in float32): 1.6x faster on this CPU. Both models get the same stage,
-# so they stay at equal training compute. It took the DDPM's DDIM-50 from 2.55-2.69 to 1.97-2.25 x floor and
-# DPM-Solver++(2M)-20 from 2.40-2.53 to 1.91-2.11 (bench protocol, two seeds): the first stage was budget-limited.
+# A second stage for both pixel models (issue 16): from the first stage's EMA weights, on new batches (seed 1), with
+# a fresh warm-up, cosine decay and an EMA that averages about its last tenth. It ran on a GPU (an H200, 254 s for
+# the DDPM, 236 s for the flow model, both at once; scripts/gpu_session.py): batches of 1024 see 2.9M digits, 3.8
+# times the first stage's 768,000. On two CPU cores it takes hours (add precision="bfloat16" there: 1.6x faster).
+# Both models get the same stage, so they stay at equal training compute. Its effect on each sampler is in the
+# benches (bench/results/ddpm.md, flow.md); a CPU stage of 6,000 steps of 64 at lr 3e-4, measured first, had done
+# about half as much for DDIM-50.
 # ``train_model(name, first_stage=FILE)`` starts the stage from a first-stage checkpoint instead of training one;
-# the staged models (data/staged/) started from the one-stage files shipped at commit e1b4a13
+# the shipped models started from the one-stage files shipped at commit e1b4a13
 # (``git show e1b4a13:data/checkpoints/ddpm.safetensors``), whose SHA-256 ``FIRST_STAGES`` pins.
-SECOND_STAGE = dict(steps=6000, lr=3e-4, warmup_steps=100, ema_decay=0.999, seed=1, precision="bfloat16")
+SECOND_STAGE = dict(steps=2850, batch_size=1024, lr=1e-3, warmup_steps=100, ema_decay=0.99649, seed=1,
+                    precision="float32")
 FIRST_STAGES = {"ddpm": "1efd1885737a95f0d2e9b5109d6958b91df1d9aec6cd8d42f1f488d1279ad93b",
                 "flow": "6f47ab427f1be4934dee3a3499360623e04fb5985cc38fdb9946371928c0cbda"}
 # Reflow (notebook 07): the shipped flow model, fine-tuned on its own (noise, digit) pairs, which it drew with
 # Heun-16 (its best sampler) from noise seeded apart from every bench's. Extra compute on top of FLOW_TRAINING:
 # the pairs and these steps, both recorded. A pilot (4,000 pairs, 600 steps) took Euler-8 from 3.17 to 2.94 x floor.
-REFLOW_TRAINING = dict(steps=3000, batch_size=64, lr=2e-4, warmup_steps=100, ema_decay=0.999, seed=0,
+# The shipped one was trained on a GPU right after its teacher (scripts/gpu_session.py): 750 steps of 256, as many
+# pairs seen as 3,000 steps of 64.
+REFLOW_TRAINING = dict(steps=750, batch_size=256, lr=4e-4, warmup_steps=50, ema_decay=0.98667, seed=0,
                        time_sampling="uniform", num_pairs=12000, pair_steps=16, pair_sampler="heun", pair_seed=12345)
 # The three autoencoders of notebook 03: name -> (model class, config, training settings).
 # kl_weight None means no KL term (the plain autoencoder).
@@ -211,10 +216,8 @@ def _prepare_ldm(settings, device, run_dir):
 
 RECIPES = {
     "classifier": Recipe(lambda settings: MNISTClassifier(), CLASSIFIER_TRAINING, _prepare_classifier, _finish_classifier),
-    # The shipped DDPM and flow model are one-stage; their second-stage successors wait in data/staged/ (issue 16)
-    # until measured, and then ship with second_stage=SECOND_STAGE attached to these two recipes.
-    "ddpm": Recipe(_pixel_unet, DDPM_TRAINING, _prepare_ddpm),
-    "flow": Recipe(_pixel_unet, FLOW_TRAINING, _prepare_flow),
+    "ddpm": Recipe(_pixel_unet, DDPM_TRAINING, _prepare_ddpm, second_stage=SECOND_STAGE),
+    "flow": Recipe(_pixel_unet, FLOW_TRAINING, _prepare_flow, second_stage=SECOND_STAGE),
     "reflow": Recipe(_shipped_flow, REFLOW_TRAINING, _prepare_reflow),
     **{name: Recipe(lambda settings, model_class=model_class, config=config: model_class(**config), training,
                     _prepare_autoencoder, _finish_spatial_vae if model_class is ConvVAE else None)
@@ -233,8 +236,9 @@ def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.d
 
     The object is what ``pipelines.load(name)`` returns (a pipeline, or the model with ``.info``),
     built from the EMA weights. ``overrides``: any key of the recipe's settings (steps, batch_size, ...),
-    for its first stage. A recipe with a second stage (``Recipe.second_stage``; the pixel DDPM's and flow model's
-    will have ``SECOND_STAGE`` when data/staged/ ships) runs it afterwards unless ``second_stage=False``; a dict changes its settings, e.g. ``second_stage={"steps": 20}``.
+    for its first stage. A recipe with a second stage (``Recipe.second_stage``: the pixel DDPM's and flow model's
+    ``SECOND_STAGE``) runs it afterwards unless ``second_stage=False``; a dict changes its settings, e.g.
+    ``second_stage={"steps": 20}``.
     ``first_stage``: a checkpoint file to start the second stage from instead of training the first (its
     SHA-256 is recorded). An interrupted run resumes from ``run_dir`` (default
     ``runs/<name>``; state.pt, then second_stage.pt) when called again.

@@ -74,16 +74,17 @@ def drawn_and_timed(rows, machine: str) -> str:
 
 
 def training_summary(info: dict) -> str:
-    """How a checkpoint was trained, from its recorded info: "18,000 steps of 64, 8,808 s on <hardware>", and for a
-    two-stage recipe (``course_lib.recipes.SECOND_STAGE``) what each stage did."""
-    text = f"{info['steps']:,} steps of {info['batch_size']}, {info['train_seconds']:,} s on {info['hardware']}"
+    """How a checkpoint was trained, from its recorded info: "12,000 steps of 64, 7,702 s on <hardware>", and for a
+    two-stage recipe (``course_lib.recipes.SECOND_STAGE``) each stage's steps, batch, learning rate, time and
+    hardware (the stages may have run on different machines)."""
+    def stage(s):
+        precision = f" in {s['precision']} autocast" if s.get("precision", "float32") != "float32" else ""
+        return (f"{s['steps']:,} steps of {s['batch_size']:,}" + (f" at lr {s['lr']:g}" if "lr" in s else "")
+                + f"{precision}, {s['train_seconds']:,} s on {s['hardware']}")
     if "stages" not in info:
-        return text
+        return stage({k: v for k, v in info.items() if k != "lr"})
     first, second = info["stages"]
-    precision = f" in {second['precision']} autocast" if second.get("precision", "float32") != "float32" else ""
-    return (f"{text}, in two stages: {first['steps']:,} at lr {first['lr']:g} ({first['train_seconds']:,} s), then "
-            f"{second['steps']:,} more from its EMA weights at lr {second['lr']:g}{precision} "
-            f"({second['train_seconds']:,} s)")
+    return f"two stages: {stage(first)}; then, from its EMA weights, {stage(second)}"
 
 
 # How bench/flow_bench.py's methods (the rows' "sampler") are named in its table and in notebook 07.

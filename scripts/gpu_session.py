@@ -1,4 +1,4 @@
-"""Retrain the pixel DDPM, the flow model, reflow and the LDM on one GPU in one short lease, and draw the
+"""Train the pixel DDPM's and flow model's second stage, then reflow, on one GPU in one short lease, and draw the
 bench samples there: python scripts/gpu_session.py --out DIR [--deadline 560]
 
 A small U-Net on a GPU is bound by kernel launches, not arithmetic, so one model alone leaves the card
@@ -35,23 +35,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Settings on top of each recipe (recorded in the checkpoints). The pixel U-Net gets a second residual block
-# per level (0.99M parameters, about 0.1 s per digit for 50 steps on two CPU cores); batches of 1024 keep the
-# card busy between launches. The EMA decay is set from the number of steps (ema_decay below).
-# Seen on an H200 on 2026-11-26, four jobs at once: 160-190 ms per step each, so the card was busy, not waiting
-# on launches; 1,400-1,650 steps fitted. That run used a fixed decay of 0.999, and 0.999^1400 = 0.25: every EMA
-# model still held a quarter of its random initial weights, and drew noise. A decay of 1 - 10 / steps leaves
-# e^-10 of them and averages about the last tenth of training.
-# Two jobs, not four: the LDM already meets issue 17's quality targets at its default guidance, and predicting
-# v beat predicting the noise at DDIM-50 in bench/parameterisation_bench.py (2,000 CPU steps each; the last lease's
-# raw weights agreed), so the card goes to the two models the
-# open issues measure against each other (16 and 20), at equal steps. Add "ddpm-eps" ("ddpm", {**PIXEL,
-# "prediction_type": "epsilon"}) or "ldm" ("ldm", {...}) back to JOBS to train them too.
-PIXEL = {"batch_size": 1024, "lr": 2e-3, "warmup_steps": 200, "num_res_blocks": 2}
-JOBS = {"ddpm-v": ("ddpm", {**PIXEL, "prediction_type": "v_prediction"}),
-        "flow": ("flow", PIXEL)}
-EQUAL_STEPS = ("ddpm-v", "flow")    # trained for the same number of steps: equal training compute
-REFLOW = {"steps": 750, "batch_size": 256, "lr": 4e-4, "warmup_steps": 50}
+# Settings on top of each recipe (recorded in the checkpoints); the EMA decay is set from the number of steps
+# (ema_decay below).
+# Seen on an H200 on 2026-11-26, four jobs at once (the DDPM predicting noise and predicting v, the flow model and the
+# LDM, each from scratch with batches of 1024 and a second residual block per level): 160-190 ms per step each, so
+# the card was busy, not waiting on launches; 1,400-1,650 steps fitted. That run used a fixed decay of 0.999, and
+# 0.999^1400 = 0.25: every EMA model still held a quarter of its random initial weights, and drew noise. A decay of
+# 1 - 10 / steps leaves e^-10 of them and averages about the last tenth of training.
+# Now the card runs the pixel DDPM's and the flow model's second stage (course_lib.recipes.SECOND_STAGE, on the
+# networks the course ships, from the one-stage files FIRST_STAGES pins): a CPU stage of 6,000 steps of 64 had taken
+# the DDPM's DDIM-50 from 2.55-2.69 to 1.97-2.25 x floor, so training, not the network, held it back. Batches of 1024
+# keep the card busy; both models get the same number of steps (equal compute, issue 20). On an H200 on 2026-11-27
+# the probe measured 91-97 ms per step under load, 2,850 steps fitted,
+# and the shipped models are that run's (DDIM-50 1.51-1.70 x floor). The one-stage files are
+# not in the working tree: put them in FIRST_STAGE_DIR before the lease (see first_stage below).
+STAGE = {"batch_size": 1024, "lr": 1e-3, "warmup_steps": 100, "precision": "float32"}
+JOBS = {"ddpm": ("ddpm", STAGE), "flow": ("flow", STAGE)}
+FROM_FIRST_STAGE = ("ddpm", "flow")     # recipes whose job is the second stage, started from FIRST_STAGE_DIR
+FIRST_STAGE_DIR = ROOT / ".gpu" / "first_stage"
+EQUAL_STEPS = ("ddpm", "flow")    # trained for the same number of steps: equal training compute
+DDPM_JOBS = [job for job, (recipe, _) in JOBS.items() if recipe == "ddpm"]
+REFLOW = {"steps": 750, "batch_size": 256, "lr": 4e-4, "warmup_steps": 50}    # as in REFLOW_TRAINING, which it shipped
 PROBE_STEPS = 150
 AFTER_TRAINING = 230          # seconds the benches and reflow need after the last model is trained
 
@@ -59,9 +63,11 @@ AFTER_TRAINING = 230          # seconds the benches and reflow need after the la
 class Session:
     def __init__(self, out: Path, device: str, smoke: bool):
         self.out, self.device, self.smoke = out, device, smoke
-        self.logs, self.results, self.lock = out / "logs", {}, threading.Lock()
+        self.results, self.lock = {}, threading.Lock()
         self.scratch = Path("/tmp/gpu-session")
         shutil.rmtree(self.scratch, ignore_errors=True)
+        # every job's full log stays in scratch (a lease returns few files); log.txt in --out holds their tails
+        self.logs = self.scratch / "logs"
         if (out / "ckpt").exists() and any((out / "ckpt").iterdir()):
             raise SystemExit(f"{out / 'ckpt'} already holds checkpoints; choose another --out (nothing is overwritten)")
         (out / "ckpt").mkdir(parents=True, exist_ok=True)
@@ -74,7 +80,7 @@ class Session:
         self.home = ROOT
         if smoke:
             self.home = self.scratch / "home"
-            shutil.copytree(ROOT, self.home, ignore=shutil.ignore_patterns("runs", ".git", ".gpu", "__pycache__",
+            shutil.copytree(ROOT, self.home, ignore=shutil.ignore_patterns("runs", ".git", ".gpu", ".venv", "build", "__pycache__",
                                                                             "*.ipynb"))
 
     def say(self, *words):
@@ -92,18 +98,20 @@ class Session:
         return code == 0
 
     def train(self, job: str, recipe: str, settings: dict, steps: int, run_dir: Path, out: Path, tree=None) -> bool:
-        settings = {**settings, "ema_decay": ema_decay(steps), **({"batch_size": 16} if self.smoke else {})}
-        sets = [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
-        # one stage at this script's own budget (a recipe's second stage is sized for a CPU; one-stage recipes
-        # ignore the flag)
-        return self.run(job, ["scripts/train.py", recipe, "--device", self.device, "--steps", steps,
-                              "--run-dir", run_dir, "--out", out, "--no-second-stage", *sets], tree)
+        settings = {**settings, "steps": steps, "ema_decay": ema_decay(steps), **({"batch_size": 16} if self.smoke else {})}
+        if recipe in FROM_FIRST_STAGE:      # the recipe's second stage at this script's budget, from the pinned file
+            stage = ["--first-stage", first_stage(recipe),
+                     *[a for k, v in settings.items() for a in ("--second-set", f"{k}={v}")]]
+        else:                               # one stage at this script's budget
+            stage = ["--no-second-stage", *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+        return self.run(job, ["scripts/train.py", recipe, "--device", self.device, "--run-dir", run_dir, "--out", out,
+                              *stage], tree)
 
     def copy_tree(self, name: str) -> Path:
         """A copy of the repository (as installed so far) for benches that need their own pins."""
         tree = self.scratch / name
         with self.lock:
-            shutil.copytree(self.home, tree, ignore=shutil.ignore_patterns("runs", ".git", ".gpu", "__pycache__",
+            shutil.copytree(self.home, tree, ignore=shutil.ignore_patterns("runs", ".git", ".gpu", ".venv", "build", "__pycache__",
                                                                            "*.ipynb"))
         return tree
 
@@ -151,6 +159,19 @@ def install(tree: Path, name: str, checkpoint: Path) -> str:
     return digest
 
 
+def first_stage(recipe: str) -> Path:
+    """The one-stage checkpoint of ``recipe`` that ``course_lib.recipes.FIRST_STAGES`` pins, from FIRST_STAGE_DIR
+    (``git show e1b4a13:data/checkpoints/ddpm.safetensors > .gpu/first_stage/ddpm.safetensors``, and the same
+    for flow); stops with that advice if it is missing or not the pinned file."""
+    from course_lib.pretrained import sha256
+    from course_lib.recipes import FIRST_STAGES
+    path = FIRST_STAGE_DIR / f"{recipe}.safetensors"
+    if not path.exists() or sha256(path) != FIRST_STAGES[recipe]:
+        raise SystemExit(f"{path} is {'not the pinned first stage' if path.exists() else 'missing'}: run "
+                         f"git show e1b4a13:data/checkpoints/{recipe}.safetensors > {path}")
+    return path
+
+
 def ema_decay(steps: int) -> float:
     """An EMA decay for a run of ``steps`` steps: the initial weights keep decay^steps = e^-10 of their share
     (0, no averaging, for runs under 10 steps such as --smoke's)."""
@@ -159,7 +180,8 @@ def ema_decay(steps: int) -> float:
 
 def seconds_per_step(run_dir: Path) -> float:
     import torch
-    state = torch.load(run_dir / "state.pt", weights_only=True)
+    state = torch.load(run_dir / "second_stage.pt" if (run_dir / "second_stage.pt").exists() else run_dir / "state.pt",
+                       weights_only=True)
     return float(state["seconds"]) / int(state["step"])
 
 
@@ -209,11 +231,11 @@ def main():
             s.bench(job, "ddpm_bench.py", ["--no-timing", "--max-steps", "10" if args.smoke else "50", *samples], tree)
 
     def ddpm_line():
-        variants = [threading.Thread(target=ddpm_variant, args=(job,)) for job in ("ddpm-v", "ddpm-eps") if job in JOBS]
+        variants = [threading.Thread(target=ddpm_variant, args=(job,)) for job in DDPM_JOBS]
         [t.start() for t in variants]
         [t.join() for t in variants]
         scores = {}
-        for job in (j for j in ("ddpm-v", "ddpm-eps") if j in JOBS):
+        for job in DDPM_JOBS:
             path = s.results.get(job, Path("/nonexistent")) / "ddpm.json"
             rows = json.loads(path.read_text())["rows"] if path.exists() else []
             ddim = [r for r in rows if r["sampler"] == "ddim" and r["steps"] == (10 if args.smoke else 50)]

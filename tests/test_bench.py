@@ -76,14 +76,14 @@ def test_a_share_exactly_at_a_floor_reaches_it_though_float32_stored_it_just_bel
 
 
 def test_training_summary_says_what_each_stage_did():
-    one = {"steps": 12000, "batch_size": 64, "train_seconds": 7702, "hardware": "x86_64, 2 CPU threads"}
+    one = {"steps": 12000, "batch_size": 64, "lr": 1e-3, "train_seconds": 7702, "hardware": "x86_64, 2 CPU threads"}
     assert training_summary(one) == "12,000 steps of 64, 7,702 s on x86_64, 2 CPU threads"
-    two = {**one, "steps": 18000, "train_seconds": 8808, "stages": [
-        {"steps": 12000, "lr": 1e-3, "train_seconds": 7702},
-        {"steps": 6000, "lr": 3e-4, "train_seconds": 1106, "precision": "bfloat16"}]}
-    assert training_summary(two) == ("18,000 steps of 64, 8,808 s on x86_64, 2 CPU threads, in two stages: 12,000 at "
-                                     "lr 0.001 (7,702 s), then 6,000 more from its EMA weights at lr 0.0003 in bfloat16 "
-                                     "autocast (1,106 s)")
+    two = {**one, "steps": 14850, "batch_size": 1024, "train_seconds": 7956, "hardware": "H200", "stages": [
+        one, {"steps": 2850, "batch_size": 1024, "lr": 1e-3, "train_seconds": 254, "hardware": "H200"}]}
+    assert training_summary(two) == ("two stages: 12,000 steps of 64 at lr 0.001, 7,702 s on x86_64, 2 CPU threads; "
+                                     "then, from its EMA weights, 2,850 steps of 1,024 at lr 0.001, 254 s on H200")
+    bf16 = {**two, "stages": [one, {**two["stages"][1], "precision": "bfloat16"}]}
+    assert "2,850 steps of 1,024 at lr 0.001 in bfloat16 autocast, 254 s" in training_summary(bf16)
 
 
 def test_the_ddpm_bench_writes_no_table_while_rows_are_missing(tmp_path, monkeypatch, capsys):

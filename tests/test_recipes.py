@@ -65,7 +65,7 @@ def test_prediction_type_reaches_the_pipeline_and_the_checkpoint(tmp_path):
     # what pipelines.load does with a checkpoint's info: a v-prediction network is sampled as one
     again = pipelines.assemble("ddpm", pipelines.network(ready), info, "cpu")
     assert again.prediction_type == "v_prediction"
-    assert pipelines.load("ddpm", device="cpu").prediction_type == "epsilon"   # the shipped one predates the setting
+    assert pipelines.load("ddpm", device="cpu").prediction_type == "epsilon"   # the shipped one predicts the noise
 
 
 def test_the_training_command_sets_recipe_settings(tmp_path):
@@ -82,6 +82,25 @@ def test_the_training_command_sets_recipe_settings(tmp_path):
         script.main(["ddpm", "--set", "lr", "--out", str(tmp_path / "other.safetensors")])
 
 
+def test_the_training_command_sets_second_stage_settings(tmp_path, capsys):
+    """--second-set reaches the second stage only (as scripts/gpu_session.py uses it); with --no-second-stage it is
+    refused, not ignored."""
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "ddpm.safetensors"
+    script.main(["ddpm", "--device", "cpu", "--run-dir", str(tmp_path / "run"), "--out", str(out), "--first-stage",
+                 str(pretrained.checkpoint_path("ddpm")), "--second-set", "steps=1", "--second-set", "batch_size=2",
+                 "--second-set", "lr=1e-4"])
+    _, _, info = pretrained.read_weights(out)
+    first, second = info["stages"]
+    assert (second["steps"], second["batch_size"], second["lr"]) == (1, 2, 1e-4)
+    assert first["checkpoint_sha256"] == pretrained.CHECKPOINTS["ddpm"][1]
+    with pytest.raises(SystemExit):
+        script.main(["ddpm", "--no-second-stage", "--second-set", "lr=1e-4", "--out", str(tmp_path / "other.safetensors")])
+    assert "drop one of them" in capsys.readouterr().err
+
+
 def test_ddpm_width_is_a_setting(tmp_path):
     ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, steps=1, batch_size=2, base_channels=8,
                               second_stage=False)
@@ -89,31 +108,26 @@ def test_ddpm_width_is_a_setting(tmp_path):
     assert sum(p.numel() for p in ready.unet.parameters()) < sum(p.numel() for p in pipelines.load("ddpm", "cpu").unet.parameters()) / 3
 
 
-@pytest.fixture
-def two_stages(monkeypatch):
-    """The DDPM and flow recipes with their second stage, whether or not the shipped ones have it yet."""
-    for name in ("ddpm", "flow"):
-        monkeypatch.setitem(RECIPES, name, dataclasses.replace(RECIPES[name], second_stage=SECOND_STAGE))
-
-
-def test_the_pixel_models_train_in_two_stages_the_second_from_the_firsts_ema(tmp_path, two_stages):
+def test_the_pixel_models_train_in_two_stages_the_second_from_the_firsts_ema(tmp_path):
     """Both stages run, each with its own settings, and both are recorded; the total is what info reports."""
     ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, steps=2, batch_size=4,
-                              second_stage={"steps": 3})
+                              second_stage={"steps": 3, "batch_size": 4})
     first, second = info["stages"]
     assert (first["steps"], second["steps"], info["steps"]) == (2, 3, 5)
+    assert RECIPES["ddpm"].second_stage is SECOND_STAGE and RECIPES["flow"].second_stage is SECOND_STAGE
     assert (first["lr"], second["lr"]) == (RECIPES["ddpm"].training["lr"], SECOND_STAGE["lr"])
+    assert (first["batch_size"], second["batch_size"]) == (4, 4)
     assert second["precision"] == SECOND_STAGE["precision"] and "precision" not in first
     assert info["train_seconds"] == first["train_seconds"] + second["train_seconds"]
     assert (tmp_path / "state.pt").exists() and (tmp_path / "second_stage.pt").exists()
 
 
-def test_a_second_stage_starts_from_the_given_first_stage_file(tmp_path, two_stages):
+def test_a_second_stage_starts_from_the_given_first_stage_file(tmp_path):
     """From the shipped DDPM with a vanishing learning rate, the second stage must end where it started; a network
     built afresh (the file ignored) would not. The file's SHA-256 is recorded."""
     shipped = pretrained.checkpoint_path("ddpm")
     ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, first_stage=shipped,
-                              second_stage={"steps": 2, "lr": 1e-12, "warmup_steps": 1}, batch_size=4)
+                              second_stage={"steps": 2, "lr": 1e-12, "warmup_steps": 1, "batch_size": 4})
     start = pipelines.network(pipelines.load("ddpm", device="cpu")).state_dict()
     for key, value in pipelines.network(ready).state_dict().items():
         assert torch.allclose(value, start[key], atol=1e-6), key
@@ -121,7 +135,7 @@ def test_a_second_stage_starts_from_the_given_first_stage_file(tmp_path, two_sta
     assert info["stages"][1]["steps"] == 2
 
 
-def test_stage_arguments_that_cannot_apply_are_refused_with_a_sentence(tmp_path, two_stages):
+def test_stage_arguments_that_cannot_apply_are_refused_with_a_sentence(tmp_path):
     with pytest.raises(ValueError, match="first_stage= starts a second stage, and vae's recipe has none"):
         train_model("vae", tmp_path, first_stage=pretrained.checkpoint_path("vae"))
     with pytest.raises(ValueError, match="or keep second_stage=True"):
@@ -132,16 +146,15 @@ def test_stage_arguments_that_cannot_apply_are_refused_with_a_sentence(tmp_path,
         train_model("ddpm", tmp_path, first_stage=pretrained.checkpoint_path("vae"), progress=False)
 
 
-def test_the_pinned_first_stages_are_what_the_second_stages_started_from():
-    """FIRST_STAGES names the one-stage checkpoints the second stage starts from: the shipped files while they are
-    one-stage, and the first stage recorded in any two-stage file, shipped or staged."""
+def test_the_shipped_pixel_models_are_their_recipes_two_stages_from_the_pinned_first_stages():
+    """The shipped DDPM and flow model record two stages: the first is the one-stage file FIRST_STAGES pins, the second
+    ran with SECOND_STAGE's settings (the EMA decay as scripts/gpu_session.py set it from the step count)."""
     for name, sha in FIRST_STAGES.items():
         _, _, shipped = pretrained.read_weights(pretrained.checkpoint_path(name))
-        assert (shipped["stages"][0]["checkpoint_sha256"] if "stages" in shipped else pretrained.CHECKPOINTS[name][1]) == sha
-        staged = ROOT / "data" / "staged" / f"{name}.safetensors"
-        if staged.exists():
-            _, _, info = pretrained.read_weights(staged)
-            assert info["stages"][0]["checkpoint_sha256"] == sha and info["script"] == f"scripts/train.py {name}"
+        first, second = shipped["stages"]
+        assert first["checkpoint_sha256"] == sha and shipped["script"] == f"scripts/train.py {name}"
+        assert {k: second[k] for k in SECOND_STAGE} == SECOND_STAGE
+        assert shipped["steps"] == first["steps"] + second["steps"]
 
 
 def test_reflow_draws_its_pairs_once_and_keeps_them_with_the_run(tmp_path):
@@ -174,6 +187,16 @@ def test_gpu_session_ema_forgets_the_random_start_whatever_the_step_count():
     for steps in (1, 4, 10):                                      # --smoke's runs: a decay train() accepts
         assert ema_decay(steps) == 0.0
     assert 0.999 ** 1400 > 0.2
+
+
+def test_gpu_session_refuses_a_missing_or_wrong_first_stage_and_says_how_to_get_it(tmp_path, monkeypatch):
+    session = _gpu_session()
+    monkeypatch.setattr(session, "FIRST_STAGE_DIR", tmp_path)
+    with pytest.raises(SystemExit, match=r"ddpm.safetensors is missing: run git show e1b4a13:data/checkpoints/ddpm"):
+        session.first_stage("ddpm")
+    (tmp_path / "flow.safetensors").write_bytes(pretrained.checkpoint_path("flow").read_bytes())   # two-stage, not the first
+    with pytest.raises(SystemExit, match="is not the pinned first stage"):
+        session.first_stage("flow")
 
 
 def test_gpu_session_installs_a_checkpoint_with_its_pin(tmp_path):
