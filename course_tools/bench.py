@@ -77,12 +77,12 @@ def training_summary(info: dict) -> str:
     """How a checkpoint was trained, from its recorded info: "12,000 steps of 64, 7,702 s on <hardware>", and for a
     two-stage recipe (``course_lib.recipes.SECOND_STAGE``) each stage's steps, batch, learning rate, time and
     hardware (the stages may have run on different machines)."""
-    def stage(s):
+    def stage(s, lr=True):
         precision = f" in {s['precision']} autocast" if s.get("precision", "float32") != "float32" else ""
-        return (f"{s['steps']:,} steps of {s['batch_size']:,}" + (f" at lr {s['lr']:g}" if "lr" in s else "")
+        return (f"{s['steps']:,} steps of {s['batch_size']:,}" + (f" at lr {s['lr']:g}" if lr else "")
                 + f"{precision}, {s['train_seconds']:,} s on {s['hardware']}")
     if "stages" not in info:
-        return stage({k: v for k, v in info.items() if k != "lr"})
+        return stage(info, lr=False)
     first, second = info["stages"]
     return f"two stages: {stage(first)}; then, from its EMA weights, {stage(second)}"
 

@@ -55,9 +55,10 @@ FROM_FIRST_STAGE = ("ddpm", "flow")     # recipes whose job is the second stage,
 FIRST_STAGE_DIR = ROOT / ".gpu" / "first_stage"
 EQUAL_STEPS = ("ddpm", "flow")    # trained for the same number of steps: equal training compute
 DDPM_JOBS = [job for job, (recipe, _) in JOBS.items() if recipe == "ddpm"]
-REFLOW = {"steps": 750, "batch_size": 256, "lr": 4e-4, "warmup_steps": 50}    # as in REFLOW_TRAINING, which it shipped
 PROBE_STEPS = 150
 AFTER_TRAINING = 230          # seconds the benches and reflow need after the last model is trained
+# what a copy of the repository leaves out: run state, the environment, build outputs and the lease's own files
+COPY_IGNORE = shutil.ignore_patterns("runs", ".git", ".gpu", ".venv", "build", "__pycache__", "*.ipynb")
 
 
 class Session:
@@ -80,8 +81,7 @@ class Session:
         self.home = ROOT
         if smoke:
             self.home = self.scratch / "home"
-            shutil.copytree(ROOT, self.home, ignore=shutil.ignore_patterns("runs", ".git", ".gpu", ".venv", "build", "__pycache__",
-                                                                            "*.ipynb"))
+            shutil.copytree(ROOT, self.home, ignore=COPY_IGNORE)
 
     def say(self, *words):
         print(f"[{time.time() - self.start:6.1f} s]", *words, flush=True)
@@ -100,19 +100,18 @@ class Session:
     def train(self, job: str, recipe: str, settings: dict, steps: int, run_dir: Path, out: Path, tree=None) -> bool:
         settings = {**settings, "steps": steps, "ema_decay": ema_decay(steps), **({"batch_size": 16} if self.smoke else {})}
         if recipe in FROM_FIRST_STAGE:      # the recipe's second stage at this script's budget, from the pinned file
-            stage = ["--first-stage", first_stage(recipe),
-                     *[a for k, v in settings.items() for a in ("--second-set", f"{k}={v}")]]
+            stage, flag = ["--first-stage", first_stage(recipe)], "--second-set"
         else:                               # one stage at this script's budget
-            stage = ["--no-second-stage", *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+            stage, flag = ["--no-second-stage"], "--set"
+        sets = [a for k, v in settings.items() for a in (flag, f"{k}={v}")]
         return self.run(job, ["scripts/train.py", recipe, "--device", self.device, "--run-dir", run_dir, "--out", out,
-                              *stage], tree)
+                              *stage, *sets], tree)
 
     def copy_tree(self, name: str) -> Path:
         """A copy of the repository (as installed so far) for benches that need their own pins."""
         tree = self.scratch / name
         with self.lock:
-            shutil.copytree(self.home, tree, ignore=shutil.ignore_patterns("runs", ".git", ".gpu", ".venv", "build", "__pycache__",
-                                                                           "*.ipynb"))
+            shutil.copytree(self.home, tree, ignore=COPY_IGNORE)
         return tree
 
     def install(self, tree: Path, name: str, checkpoint: Path) -> str:
@@ -263,9 +262,9 @@ def main():
         flow_rows = threading.Thread(target=s.bench, args=("flow-flow", "flow_bench.py",
                                                            ["--no-timing", "--models", "flow", *samples], s.copy_tree("flow")))
         flow_rows.start()
-        reflow = {**REFLOW, **({"num_pairs": 40, "steps": 4} if args.smoke else {})}
-        steps_ = reflow.pop("steps")
-        if s.train("reflow", "reflow", reflow, steps_, scratch / "runs" / "reflow", ckpt["reflow"]):
+        from course_lib.recipes import REFLOW_TRAINING      # the recipe's own settings; only the EMA follows its steps
+        if s.train("reflow", "reflow", {"num_pairs": 40} if args.smoke else {}, 4 if args.smoke else REFLOW_TRAINING["steps"],
+                   scratch / "runs" / "reflow", ckpt["reflow"]):
             s.install(s.home, "reflow", ckpt["reflow"])
             s.bench("flow-reflow", "flow_bench.py", ["--no-timing", "--models", "reflow", *samples], s.copy_tree("reflow"))
         flow_rows.join()
