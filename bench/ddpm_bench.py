@@ -24,17 +24,21 @@ from course_lib.pretrained import CHECKPOINTS
 from course_tools.bench import (TIMING_PASSES, add_output_arguments, drawn_and_timed, measure_seeds, sampling,
                                 save_partial, span, stored_rows, time_row, training_summary, write_results)
 
-# (sampler, steps, use_clipped_model_output); the last row is DDIM without that switch, for comparison.
+# (sampler, steps, variant): variant None is the sampler as it ships; the two DDIM variants are for comparison:
+# without use_clipped_model_output ("raw noise"), and with DDPM's noise (eta=1) at timesteps below 500 only, which
+# shows in which half of the path DDPM's fresh noise repairs what deterministic DDIM gets wrong.
 # DDPM-1000, the slowest by far, comes last so that the others are measured first.
-CONFIGS = [("ddim", 50, True), ("ddim", 20, True), ("ddim", 10, True),
-           ("dpmsolver", 50, True), ("dpmsolver", 20, True), ("dpmsolver", 10, True),
-           ("ddim", 50, False), ("ddpm", 50, True), ("ddpm", 1000, True)]
+VARIANTS = {"raw noise": dict(use_clipped_model_output=False),
+            "DDPM noise below t=500": dict(eta=1.0, stochastic_below=500)}
+CONFIGS = [("ddim", 50, None), ("ddim", 20, None), ("ddim", 10, None),
+           ("dpmsolver", 50, None), ("dpmsolver", 20, None), ("dpmsolver", 10, None),
+           ("ddim", 50, "raw noise"), ("ddim", 50, "DDPM noise below t=500"), ("ddpm", 50, None), ("ddpm", 1000, None)]
 SEEDS = (0, 1)
 NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmsolver": "DPM-Solver++(2M)"}
 
 
-def row_name(sampler: str, clipped: bool) -> str:
-    return sampler if clipped else f"{sampler} (raw noise)"
+def row_name(sampler: str, variant: str | None) -> str:
+    return sampler if variant is None else f"{sampler} ({variant})"
 
 
 def main():
@@ -62,11 +66,11 @@ def main():
     def save():
         save_partial("ddpm", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
 
-    for sampler, steps, clipped in CONFIGS:
-        name = row_name(sampler, clipped)
+    for sampler, steps, variant in CONFIGS:
+        name = row_name(sampler, variant)
         row = done.setdefault((name, steps), {"sampler": name, "steps": steps})
         if args.only in (None, sampler) and steps <= args.max_steps:
-            extra = {} if clipped else {"use_clipped_model_output": False}
+            extra = VARIANTS.get(variant, {})
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
             measure_seeds(row, () if args.timing_only else SEEDS,
                           lambda seed: {**quality_report(classifier, generate, heldout, pool, args.num_samples,
@@ -82,8 +86,8 @@ def main():
                 print(name, steps, "FD/floor", span(row["ratio"]), flush=True)
         if "seeds" in row:
             result["rows"].append(row)
-    missing = [f"{NAMES[sampler]}-{steps}" + ("" if clipped else " (raw noise)") for sampler, steps, clipped in CONFIGS
-               if "seeds" not in done[(row_name(sampler, clipped), steps)]]
+    missing = [f"{NAMES[sampler]}-{steps}" + ("" if variant is None else f" ({variant})")
+               for sampler, steps, variant in CONFIGS if "seeds" not in done[(row_name(sampler, variant), steps)]]
     if missing:           # a table without them would drop rows from ddpm.md and the README
         print(f"not measured yet: {', '.join(missing)}; run again (without --only or --max-steps) for the table")
         return
@@ -92,16 +96,26 @@ def main():
     print(write_results("ddpm", result, markdown_table(result), args.out))
 
 
+def display_name(row: dict) -> str:
+    """ "DDIM (raw noise)" for the row of sampler "ddim (raw noise)"."""
+    sampler, _, variant = row["sampler"].partition(" ")
+    return NAMES[sampler] + (f" {variant}" if variant else "")
+
+
+def label(row: dict) -> str:
+    return f"{display_name(row)} at {row['steps']} steps"
+
+
 def markdown_table(result) -> str:
     info, rows = result["checkpoint"], result["rows"]
     floor = [f for r in rows for f in r["floor"]]
     lines = [f"Shipped DDPM; {result['num_samples']:,} samples per seed, seeds {result['seeds']}, each against "
              f"{result['num_samples']:,} held-out digits, ranges over the seeds. Floor: as many training-pool digits "
-             f"against the same reference ({span(floor, '{:.1f}')}). {drawn_and_timed(rows, result['machine'])}", "",
+             f"against the same reference ({span(floor, '{:.1f}')}). {drawn_and_timed(rows, result['machine'], label)}", "",
              "| sampler | steps | Fréchet distance / floor | precision | recall | smallest / largest class share "
              "| s / digit |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = NAMES[r["sampler"].split()[0]] + (" (raw noise)" if "raw" in r["sampler"] else "")
+        name = display_name(r)
         seconds = f"{r['seconds_per_digit']:.3f}" if "seconds_per_digit" in r else "–"
         partial = "" if len(r["seeds"]) == len(result["seeds"]) else f" (seed {r['seeds'][0]} only)"
         lines.append(f"| {name} | {r['steps']} | {span(r['ratio'])}{partial} | {span(r['precision'])} | "
@@ -109,7 +123,9 @@ def markdown_table(result) -> str:
                      f"{span(r['max_class_share'], '{:.1%}')} | {seconds} |")
     pool = result["training_pool_class_shares"]
     lines += ["", "DDIM uses `use_clipped_model_output=True` (the noise recomputed from the clipped x0 guess); "
-              "the raw-noise row is DDIM without it. The training pool itself has "
+              "the raw-noise row is DDIM without it. The row with DDPM noise below t=500 is DDIM with `eta=1` "
+              "(as much fresh noise as DDPM) at the timesteps below 500 and deterministic above them "
+              "(`stochastic_below=500`). The training pool itself has "
               f"{100 * min(pool):.1f}% to {100 * max(pool):.1f}% of each class. Seconds per digit: one batch of "
               f"{result['timing_batch']} timed alone, the fastest of {TIMING_PASSES} passes.",
               "", f"Checkpoint: {training_summary(info)}."]

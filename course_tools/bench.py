@@ -9,6 +9,7 @@
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,16 +61,24 @@ def add_output_arguments(parser, force: bool = True) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
 
 
-def sampled_on(rows, unlabelled: str = "the machine that timed them") -> str:
+def sampled_on(rows, unlabelled: str = "the machine that timed them", label=None) -> str:
     """The machines the rows' samples were drawn on; ``unlabelled`` for rows measured before rows said (they were
-    drawn where their bench ran)."""
-    return ", ".join(sorted({r.get("sampled_on", unlabelled) for r in rows}))
+    drawn where their bench ran). With ``label(row) -> str``, rows drawn away from the machine most rows used are
+    named: "<machine>, except DDIM-50 on <other machine>"."""
+    machine = lambda r: r.get("sampled_on", unlabelled)
+    counts = Counter(machine(r) for r in rows)
+    if label is None or len(counts) == 1:
+        return ", ".join(sorted(counts))
+    main = counts.most_common(1)[0][0]
+    others = sorted(set(counts) - {main})
+    return f"{main}, except " + "; ".join(
+        ", ".join(label(r) for r in rows if machine(r) == other) + f" on {other}" for other in others)
 
 
-def drawn_and_timed(rows, machine: str) -> str:
+def drawn_and_timed(rows, machine: str, label=None) -> str:
     """A table header's sentence on where the rows' samples were drawn and where they were timed (``machine``,
-    the bench's timing pass); rows that do not say were drawn there too."""
-    drawn = sampled_on(rows, unlabelled=machine)
+    the bench's timing pass); rows that do not say were drawn there too. ``label``: see ``sampled_on``."""
+    drawn = sampled_on(rows, unlabelled=machine, label=label)
     return f"Samples drawn and timed on {machine}." if drawn == machine else f"Samples drawn on {drawn}; timed on {machine}."
 
 

@@ -52,6 +52,10 @@ def test_table_headers_say_where_samples_were_drawn_and_where_timed():
     # rows that do not say were drawn where the bench ran, which is where it timed them
     assert drawn_and_timed([{}, {"sampled_on": cpu}], cpu) == f"Samples drawn and timed on {cpu}."
     assert drawn_and_timed([{}, {"sampled_on": gpu}], cpu) == f"Samples drawn on {gpu}, {cpu}; timed on {cpu}."
+    # with row labels, the rows drawn away from where most were are named
+    rows = [{"name": "A", "sampled_on": gpu}, {"name": "B", "sampled_on": gpu}, {"name": "C"}, {"name": "D"}, {"name": "E"}]
+    assert drawn_and_timed(rows, cpu, label=lambda r: r["name"]) == f"Samples drawn on {cpu}, except A, B on {gpu}; timed on {cpu}."
+    assert drawn_and_timed(rows[2:], cpu, label=lambda r: r["name"]) == f"Samples drawn and timed on {cpu}."
 
 
 def test_a_row_is_timed_by_its_fastest_pass():

@@ -34,12 +34,32 @@ def test_callback_sees_every_step(pipe):
     assert seen[0][2:] == ((1, 1, 28, 28), (1, 1, 28, 28))
 
 
+def test_stochastic_below_confines_the_noise_to_low_timesteps(pipe):
+    def run(**kwargs):
+        steps = []
+        final = pipe(batch_size=2, num_inference_steps=10, sampler="ddim", seed=4, progress=False,
+                     callback=lambda i, t, x, x0: steps.append((t, x.clone())), **kwargs)
+        return final, steps
+
+    deterministic, ddim_steps = run()
+    noisy, _ = run(eta=1.0)
+    assert torch.equal(run(eta=1.0, stochastic_below=0)[0], deterministic)     # no timestep is below 0
+    assert torch.equal(run(eta=1.0, stochastic_below=1000)[0], noisy)          # every timestep is below 1000
+    mixed, mixed_steps = run(eta=1.0, stochastic_below=500)
+    for (t, x), (_, ddim_x) in zip(mixed_steps, ddim_steps):
+        assert torch.equal(x, ddim_x) == (t >= 500), t      # DDIM's path exactly until t < 500, then its own
+    assert not torch.equal(mixed, noisy)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(batch_size=0), "batch_size"), (dict(batch_size=2.0), "batch_size"),
     (dict(num_inference_steps=0), "num_inference_steps"), (dict(num_inference_steps=1001), "num_inference_steps"),
     (dict(seed=-1), "seed"), (dict(sampler="euler"), "sampler must be one of 'ddpm', 'ddim', 'dpmsolver', got 'euler'"),
     (dict(sampler="ddim", eta=2.0), "eta"), (dict(sampler="ddpm", eta=0.5), "only apply to sampler=.ddim."),
     (dict(sampler="ddpm", use_clipped_model_output=False), "only apply"),
+    (dict(sampler="dpmsolver", stochastic_below=500), "only apply"),
+    (dict(sampler="ddim", eta=1.0, stochastic_below=1001), "stochastic_below must be an integer from 0 to 1000"),
+    (dict(sampler="ddim", eta=1.0, stochastic_below=500.0), "stochastic_below"),
 ])
 def test_bad_arguments_are_explained(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
