@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 
 from .data import denormalize
 from .samplers import make_scheduler
-from .schedule import NoiseSchedule, check_prediction_type
+from .schedule import EVERY_STEP, NoiseSchedule, check_prediction_type, in_interval
 from .unet import UNet
-from .validate import MAX_SEED, check_int
+from .validate import MAX_SEED, check_int, check_interval
 
 
 def noise_prediction_loss(model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
@@ -71,16 +71,17 @@ class DDPMPipeline:
     @torch.no_grad()
     def __call__(self, batch_size: int = 16, num_inference_steps: int = 1000, sampler: str = "ddpm",
                  seed: int = 0, eta: float = 0.0, use_clipped_model_output: bool = True,
-                 stochastic_below: int | None = None, callback=None, progress: bool = True) -> torch.Tensor:
+                 eta_interval=EVERY_STEP, callback=None, progress: bool = True) -> torch.Tensor:
         """Generate ``batch_size`` digits; returns (batch_size, 1, 28, 28) in [0, 1] on the CPU.
 
         sampler: "ddpm" (ancestral, best with many steps), "ddim" (deterministic for eta=0, good with
         20-100 steps) or "dpmsolver" (DPM-Solver++(2M), second order, for the fewest steps).
         seed fixes the starting noise and every random step.
         eta and use_clipped_model_output: see ``DDIMScheduler.step`` (DDIM only).
-        stochastic_below: DDIM adds its ``eta`` noise only at timesteps below this one and is deterministic
-        above it (None: at every step). Like EDM's S_tmax (Karras et al. 2022), which keeps a sampler's fresh
-        noise to the lower noise levels; with eta=1 it locates where DDPM's noise repairs DDIM's path.
+        eta_interval (low, high), fractions of the noise timeline (0 clean, 1 pure noise): DDIM adds its ``eta``
+        noise only at timesteps in it and is deterministic elsewhere; (0, 0.5) is t < 500 of 1000. Like EDM's
+        S_tmin/S_tmax (Karras et al. 2022) and the latent pipeline's ``guidance_interval``; with eta=1 it shows
+        in which part of the path DDPM's fresh noise makes the difference.
         callback(i, t, sample, pred_original_sample) is called after each step, for snapshots.
         """
         check_int("batch_size", batch_size, 1, 10_000)
@@ -88,10 +89,9 @@ class DDPMPipeline:
         check_int("seed", seed, 0, MAX_SEED)
         scheduler = make_scheduler(sampler, num_train_timesteps=self.num_train_timesteps,
                                    beta_schedule=self.beta_schedule, prediction_type=self.prediction_type)
-        if sampler != "ddim" and (eta != 0.0 or not use_clipped_model_output or stochastic_below is not None):
-            raise ValueError("eta, use_clipped_model_output and stochastic_below only apply to sampler='ddim'")
-        if stochastic_below is not None:
-            check_int("stochastic_below", stochastic_below, 0, self.num_train_timesteps)
+        eta_interval = check_interval("eta_interval", eta_interval)
+        if sampler != "ddim" and (eta != 0.0 or not use_clipped_model_output or eta_interval != EVERY_STEP):
+            raise ValueError("eta, use_clipped_model_output and eta_interval only apply to sampler='ddim'")
         scheduler.set_timesteps(num_inference_steps)
         device = next(self.unet.parameters()).device
         generator = torch.Generator().manual_seed(seed)
@@ -100,8 +100,8 @@ class DDPMPipeline:
         for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"{sampler} sampling", disable=not progress,
                                    leave=False)):
             noise_pred = self.unet(sample, torch.full((batch_size,), int(t), device=device))
-            if stochastic_below is not None:
-                extra["eta"] = eta if int(t) < stochastic_below else 0.0
+            if sampler == "ddim":
+                extra["eta"] = eta if in_interval(int(t), eta_interval, self.num_train_timesteps) else 0.0
             out = scheduler.step(noise_pred, int(t), sample, generator=generator, **extra)
             sample = out.prev_sample
             if callback is not None:

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from .attention import record_attention
 from .samplers import DDIMScheduler
-from .schedule import NoiseSchedule
-from .validate import MAX_SEED, batched, check_digits, check_float, check_int
+from .schedule import EVERY_STEP, NoiseSchedule, in_interval
+from .validate import MAX_SEED, batched, check_digits, check_float, check_int, check_interval
 
 # The default guidance, chosen from bench/guidance_bench.py's measurements of the shipped model by one rule
 # (course_tools.bench.recommended_guidance): of the settings that, on both seeds, drew the asked digit at least 99.5% of
@@ -46,7 +46,6 @@ from .validate import MAX_SEED, batched, check_digits, check_float, check_int
 DEFAULT_GUIDANCE_SCALE = 6.0
 DEFAULT_GUIDANCE_INTERVAL = (0.0, 0.2)
 DEFAULT_CONDITION_ANNEALING = (0.4, 0.9)
-EVERY_STEP = (0.0, 1.0)
 MAX_GUIDANCE_SCALE = 30.0
 
 
@@ -138,8 +137,7 @@ def anneal_condition(cond: torch.Tensor, t_fraction: float, condition_annealing,
 def in_guidance_interval(timestep: int, guidance_interval, num_train_timesteps: int) -> bool:
     """Whether guidance applies at ``timestep``: guidance_interval = (low, high) as fractions of the noise
     timeline, 0 the clean end and 1 the pure-noise end; (0, 1) guides every step."""
-    low, high = guidance_interval
-    return low <= timestep / (num_train_timesteps - 1) <= high
+    return in_interval(timestep, guidance_interval, num_train_timesteps)
 
 
 def img2img_timesteps(timesteps: torch.Tensor, strength: float) -> torch.Tensor:
@@ -205,9 +203,9 @@ class LatentDiffusionPipeline:
         prompts, negatives = self.check_inputs(prompt, num_inference_steps, guidance_scale, seed, negative_prompt,
                                                image, strength, num_images_per_prompt, eta, output_type)
         check_float("guidance_rescale", guidance_rescale, 0.0, 1.0)
-        guidance_interval = _check_interval(guidance_interval)
+        guidance_interval = check_interval("guidance_interval", guidance_interval)
         if condition_annealing is not None:
-            condition_annealing = _check_interval(condition_annealing, "condition_annealing")
+            condition_annealing = check_interval("condition_annealing", condition_annealing)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         negatives = [p for p in negatives for _ in range(num_images_per_prompt)]
 
@@ -313,18 +311,6 @@ def word_attention_maps(pipe: LatentDiffusionPipeline, prompt: str, seed: int = 
 
 
 # --- argument checks: a learner's typo gets a sentence, not a traceback ------------
-
-def _check_interval(interval, name: str = "guidance_interval") -> tuple[float, float]:
-    if not isinstance(interval, (tuple, list)) or len(interval) != 2:
-        raise ValueError(f"{name} must be a pair (low, high) of fractions of the noise timeline, e.g. "
-                         f"(0.2, 0.8); got {interval!r}")
-    low, high = interval
-    check_float(f"{name} low", low, 0.0, 1.0)
-    check_float(f"{name} high", high, 0.0, 1.0)
-    if low > high:
-        raise ValueError(f"{name} low ({low}) must not exceed high ({high})")
-    return float(low), float(high)
-
 
 def _check_prompts(prompt, name: str) -> list[str]:
     prompts = [prompt] if isinstance(prompt, str) else prompt

@@ -181,6 +181,16 @@ class NoiseSchedule:
         return out.reshape(-1, *([1] * (like.ndim - 1))) if idx.ndim == 1 else out
 
 
+EVERY_STEP = (0.0, 1.0)   # the interval of the noise timeline that holds every timestep
+
+
+def in_interval(timestep: int, interval, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> bool:
+    """Whether ``timestep`` lies in ``interval`` = (low, high), fractions of the noise timeline: 0 the clean end,
+    1 the pure-noise end (timestep / (num_train_timesteps - 1)); (0, 1) holds every timestep."""
+    low, high = interval
+    return low <= timestep / (num_train_timesteps - 1) <= high
+
+
 def check_prediction_type(prediction_type: str) -> None:
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {', '.join(map(repr, PREDICTION_TYPES))}, "

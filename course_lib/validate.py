@@ -33,6 +33,19 @@ def check_float(name: str, value, low: float, high: float) -> None:
         raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
 
 
+def check_interval(name: str, interval) -> tuple[float, float]:
+    """Refuse anything but a pair (low, high) of fractions of the noise timeline, 0 <= low <= high <= 1."""
+    if not isinstance(interval, (tuple, list)) or len(interval) != 2:
+        raise ValueError(f"{name} must be a pair (low, high) of fractions of the noise timeline, e.g. "
+                         f"(0.2, 0.8); got {interval!r}")
+    low, high = interval
+    check_float(f"{name} low", low, 0.0, 1.0)
+    check_float(f"{name} high", high, 0.0, 1.0)
+    if low > high:
+        raise ValueError(f"{name} low ({low}) must not exceed high ({high})")
+    return float(low), float(high)
+
+
 def check_digits(images, name: str = "images", tolerance: float = 0.0) -> None:
     """Refuse anything but a batch of digits: a float tensor (B, 1, 28, 28) with values in [0, 1].
 

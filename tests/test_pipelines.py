@@ -34,7 +34,7 @@ def test_callback_sees_every_step(pipe):
     assert seen[0][2:] == ((1, 1, 28, 28), (1, 1, 28, 28))
 
 
-def test_stochastic_below_confines_the_noise_to_low_timesteps(pipe):
+def test_eta_interval_confines_the_noise_to_part_of_the_path(pipe):
     def run(**kwargs):
         steps = []
         final = pipe(batch_size=2, num_inference_steps=10, sampler="ddim", seed=4, progress=False,
@@ -43,12 +43,14 @@ def test_stochastic_below_confines_the_noise_to_low_timesteps(pipe):
 
     deterministic, ddim_steps = run()
     noisy, _ = run(eta=1.0)
-    assert torch.equal(run(eta=1.0, stochastic_below=0)[0], deterministic)     # no timestep is below 0
-    assert torch.equal(run(eta=1.0, stochastic_below=1000)[0], noisy)          # every timestep is below 1000
-    mixed, mixed_steps = run(eta=1.0, stochastic_below=500)
-    for (t, x), (_, ddim_x) in zip(mixed_steps, ddim_steps):
+    assert torch.equal(run(eta=1.0, eta_interval=(0.0, 0.0))[0], deterministic)   # holds t = 0 only, never visited
+    assert torch.equal(run(eta=1.0, eta_interval=(0.0, 1.0))[0], noisy)           # every step
+    below, below_steps = run(eta=1.0, eta_interval=(0.0, 0.5))                     # t = 399, 299, ... get noise
+    for (t, x), (_, ddim_x) in zip(below_steps, ddim_steps):
         assert torch.equal(x, ddim_x) == (t >= 500), t      # DDIM's path exactly until t < 500, then its own
-    assert not torch.equal(mixed, noisy)
+    above, above_steps = run(eta=1.0, eta_interval=(0.5, 1.0))
+    assert not torch.equal(above_steps[0][1], ddim_steps[0][1])                    # noise from the first step on
+    assert not torch.equal(below, noisy) and not torch.equal(above, below)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -57,9 +59,10 @@ def test_stochastic_below_confines_the_noise_to_low_timesteps(pipe):
     (dict(seed=-1), "seed"), (dict(sampler="euler"), "sampler must be one of 'ddpm', 'ddim', 'dpmsolver', got 'euler'"),
     (dict(sampler="ddim", eta=2.0), "eta"), (dict(sampler="ddpm", eta=0.5), "only apply to sampler=.ddim."),
     (dict(sampler="ddpm", use_clipped_model_output=False), "only apply"),
-    (dict(sampler="dpmsolver", stochastic_below=500), "only apply"),
-    (dict(sampler="ddim", eta=1.0, stochastic_below=1001), "stochastic_below must be an integer from 0 to 1000"),
-    (dict(sampler="ddim", eta=1.0, stochastic_below=500.0), "stochastic_below"),
+    (dict(sampler="dpmsolver", eta_interval=(0.0, 0.5)), "only apply"),
+    (dict(sampler="ddim", eta=1.0, eta_interval=(0.0, 1.5)), "eta_interval high must be a number from 0 to 1"),
+    (dict(sampler="ddim", eta=1.0, eta_interval=0.5), "eta_interval must be a pair .low, high."),
+    (dict(sampler="ddim", eta=1.0, eta_interval=(0.6, 0.4)), "must not exceed"),
 ])
 def test_bad_arguments_are_explained(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
