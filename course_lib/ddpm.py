@@ -96,12 +96,12 @@ class DDPMPipeline:
         device = next(self.unet.parameters()).device
         generator = torch.Generator().manual_seed(seed)
         sample = torch.randn((batch_size, *self.sample_shape), generator=generator).to(device)
-        extra = {"eta": eta, "use_clipped_model_output": use_clipped_model_output} if sampler == "ddim" else {}
         for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"{sampler} sampling", disable=not progress,
                                    leave=False)):
             noise_pred = self.unet(sample, torch.full((batch_size,), int(t), device=device))
-            if sampler == "ddim":
-                extra["eta"] = eta if in_interval(int(t), eta_interval, self.num_train_timesteps) else 0.0
+            extra = {} if sampler != "ddim" else {     # DDIM's own arguments at this step
+                "eta": eta if in_interval(int(t), eta_interval, self.num_train_timesteps) else 0.0,
+                "use_clipped_model_output": use_clipped_model_output}
             out = scheduler.step(noise_pred, int(t), sample, generator=generator, **extra)
             sample = out.prev_sample
             if callback is not None:
