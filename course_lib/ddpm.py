@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import denormalize
+from .flow import sample_sigmas
 from .samplers import make_scheduler
 from .schedule import EVERY_STEP, NoiseSchedule, check_prediction_type, in_interval
 from .unet import UNet
@@ -34,8 +35,29 @@ def prediction_loss(model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tenso
     return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), target)
 
 
-def diffusion_loss(schedule: NoiseSchedule, prediction_type: str = "epsilon"):
-    """The DDPM objective: pick t at random, noise x0 to x_t, predict the noise (or x0, or v), MSE.
+def sample_timesteps(n: int, schedule: NoiseSchedule, generator: torch.Generator | None = None,
+                     time_sampling: str = "uniform") -> torch.Tensor:
+    """n training timesteps (n,) in [0, T-1].
+
+    "uniform": t ~ U{0..T-1}, as Ho et al. On the linear schedule half of those are above t = 500, where x_t is
+    less than 8% signal. "logit_normal": the flow model's noise levels (``flow.sample_sigmas``, notebook 07), each
+    turned into the timestep with the nearest signal-to-noise ratio; a flow level sigma has
+    SNR = ((1 - sigma) / sigma)^2, so about nine in ten land below t = 500.
+    """
+    if time_sampling == "uniform":
+        sample_sigmas(1, time_sampling=time_sampling)
+        return torch.randint(0, schedule.num_train_timesteps, (n,), generator=generator)
+    sigma = sample_sigmas(n, generator, time_sampling).double()
+    log_snr = 2 * (torch.log1p(-sigma) - torch.log(sigma))
+    # log SNR falls as t grows: count the timesteps still cleaner than the target, then take the nearer neighbour
+    table = schedule.snr().log()
+    t = torch.searchsorted(-table, -log_snr).clamp(1, len(table) - 1)
+    nearer_before = (table[t - 1] - log_snr).abs() < (table[t] - log_snr).abs()
+    return torch.where(nearer_before, t - 1, t)
+
+
+def diffusion_loss(schedule: NoiseSchedule, prediction_type: str = "epsilon", time_sampling: str = "uniform"):
+    """The DDPM objective: pick t at random (``sample_timesteps``), noise x0 to x_t, predict the noise (or x0, or v), MSE.
 
     Returns ``loss_fn(model, batch, generator)`` for ``course_lib.train.train``;
     batch = (images (B, 1, 28, 28) in [0, 1], labels (B,)), or the images alone.
@@ -43,11 +65,12 @@ def diffusion_loss(schedule: NoiseSchedule, prediction_type: str = "epsilon"):
     def loss_fn(model, batch, generator):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         x0 = images * 2 - 1                                          # [0, 1] -> [-1, 1]
-        t = torch.randint(0, schedule.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+        t = sample_timesteps(x0.shape[0], schedule, generator, time_sampling).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         return prediction_loss(model, x0, t, noise, schedule, prediction_type)
 
     check_prediction_type(prediction_type)
+    sample_timesteps(1, schedule, time_sampling=time_sampling)     # reject an unknown time_sampling now, not at step 1
     return loss_fn
 
 

@@ -41,11 +41,12 @@ DDPM_UNET_CONFIG = dict(in_channels=1, out_channels=1, base_channels=16, channel
                         num_res_blocks=1, attention_levels=(False, False, True))
 # lr 1e-3 and a slow EMA: 8000 steps at lr 5e-4 gave good DDPM-1000 samples but a biased
 # noise prediction that deterministic DDIM integrates faithfully (strokes thicken with more steps).
-# prediction_type, base_channels (the U-Net's width) and num_res_blocks (its depth) are settings too, so that a
-# variant, e.g. on a GPU, is one command: scripts/train.py ddpm --device cuda --set batch_size=512 --set num_res_blocks=2
+# prediction_type, base_channels (the U-Net's width), num_res_blocks (its depth) and time_sampling (how the training
+# timesteps are drawn: ddpm.sample_timesteps) are settings too, so that a variant, e.g. on a GPU, is one command:
+# scripts/train.py ddpm --device cuda --set batch_size=512 --set num_res_blocks=2
 DDPM_TRAINING = dict(steps=12000, batch_size=64, lr=1e-3, warmup_steps=300, ema_decay=0.9995, seed=0,
                      prediction_type="epsilon", base_channels=DDPM_UNET_CONFIG["base_channels"],
-                     num_res_blocks=DDPM_UNET_CONFIG["num_res_blocks"])
+                     num_res_blocks=DDPM_UNET_CONFIG["num_res_blocks"], time_sampling="uniform")
 # Flow matching (notebook 07): the same U-Net and the same training budget as the DDPM, so that the
 # two are compared at equal training compute; only the path and the target differ. Noise levels are drawn
 # logit-normal (SD3's choice, more of them mid-way): bench/time_sampling_bench.py measured it against uniform at
@@ -137,7 +138,8 @@ def _pixel_unet(settings):
 
 
 def _prepare_ddpm(settings, device, run_dir):
-    return (_pool(), diffusion_loss(NoiseSchedule("linear"), settings["prediction_type"]),
+    return (_pool(), diffusion_loss(NoiseSchedule("linear"), settings["prediction_type"],
+                                    settings.get("time_sampling", "uniform")),
             {"schedule": "linear, T=1000"})
 
 

@@ -211,3 +211,21 @@ def test_gpu_session_installs_a_checkpoint_with_its_pin(tmp_path):
     pins = (tmp_path / "course_lib" / "pretrained.py").read_text()
     assert f'"flow": ("flow.safetensors",\n             "{digest}"' in pins
     assert pretrained.CHECKPOINTS["ddpm"][1] in pins and pretrained.CHECKPOINTS["flow"][1] not in pins
+
+
+def test_the_ddpm_recipe_draws_its_timesteps_as_told_and_records_it(tmp_path):
+    ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, steps=1, batch_size=2,
+                              time_sampling="logit_normal", second_stage=False)
+    assert info["time_sampling"] == "logit_normal" and RECIPES["ddpm"].training["time_sampling"] == "uniform"
+    with pytest.raises(ValueError, match="time_sampling must be one of"):
+        train_model("ddpm", tmp_path / "bad", device="cpu", progress=False, steps=1, time_sampling="cosine",
+                    second_stage=False)
+
+
+def test_gpu_session_gives_a_second_stage_its_own_settings_and_the_loss_its_settings():
+    """From a first stage, prediction_type and time_sampling go to --set (the second stage inherits them: --second-set
+    refuses keys SECOND_STAGE lacks) and lr to --second-set; a one-stage recipe takes everything with --set."""
+    stage_flag = _gpu_session().stage_flag
+    assert [stage_flag("ddpm", key) for key in ("prediction_type", "time_sampling", "lr", "steps")] == \
+        ["--set", "--set", "--second-set", "--second-set"]
+    assert stage_flag("ldm", "lr") == "--set"

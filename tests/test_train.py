@@ -242,3 +242,29 @@ def test_bfloat16_autocast_trains_the_float32_weights_and_unknown_precisions_are
     assert low.losses != full.losses          # autocast really ran: bfloat16 rounding changed the losses
     with pytest.raises(ValueError, match="precision must be one of 'float32', 'bfloat16', got 'fp16'"):
         train(fresh_model(), mse_loss, data, steps=1, progress=False, precision="fp16")
+
+
+def test_uniform_timesteps_are_the_ones_the_shipped_model_was_trained_on():
+    """time_sampling="uniform" draws exactly what the loss drew before the option existed (the recipe reproduces)."""
+    from course_lib.ddpm import sample_timesteps
+    schedule = NoiseSchedule()
+    assert torch.equal(sample_timesteps(64, schedule, torch.Generator().manual_seed(3)),
+                       torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(3)))
+
+
+def test_logit_normal_timesteps_are_the_flow_models_noise_levels_at_equal_snr():
+    """Each flow level sigma becomes the timestep whose SNR is nearest ((1 - sigma) / sigma)^2; most land below t = 500."""
+    from course_lib.ddpm import sample_timesteps
+    from course_lib.flow import sample_sigmas
+    schedule = NoiseSchedule()
+    t = sample_timesteps(20_000, schedule, torch.Generator().manual_seed(0), "logit_normal")
+    sigma = sample_sigmas(20_000, torch.Generator().manual_seed(0), "logit_normal").double()
+    target = 2 * (torch.log1p(-sigma) - torch.log(sigma))
+    table = schedule.snr().log()
+    gap = (table[t] - target).abs()
+    assert (gap <= (table[(t + 1).clamp(max=999)] - target).abs()).all()
+    assert (gap <= (table[(t - 1).clamp(min=0)] - target).abs()).all()
+    assert 0.85 < (t < 500).float().mean().item() < 0.93            # uniform: half
+    assert t.min() >= 0 and t.max() <= 999
+    with pytest.raises(ValueError, match="time_sampling must be one of"):
+        diffusion_loss(schedule, time_sampling="cosine")
