@@ -88,8 +88,8 @@ def main():
                 print(name, steps, "FD/floor", span(row["ratio"]), flush=True)
         if "seeds" in row:
             result["rows"].append(row)
-    missing = [f"{NAMES[sampler]}-{steps}" + ("" if variant is None else f" ({variant})")
-               for sampler, steps, variant in CONFIGS if "seeds" not in done[(row_name(sampler, variant), steps)]]
+    missing = [label(done[key]) for key in ((row_name(sampler, variant), steps) for sampler, steps, variant in CONFIGS)
+               if "seeds" not in done[key]]
     if missing:           # a table without them would drop rows from ddpm.md and the README
         print(f"not measured yet: {', '.join(missing)}; run again (without --only or --max-steps) for the table")
         return

@@ -19,7 +19,7 @@ walks every import and enforces it), so there is no cycle and no hidden import:
 - ``validate``  -- argument checks with sentences that name the argument; ``batched``
 - ``device``    -- pick CPU / CUDA / Apple MPS once; seeding for reproducibility
 - ``data``      -- MNIST as tensors: the shipped digits, one split on every machine
-- ``schedule``  -- beta schedules, alphas_cumprod, q_sample, SNR, posterior
+- ``schedule``  -- beta schedules, alphas_cumprod, q_sample, SNR, posterior; how training draws noise levels
 - ``captions``  -- words measured on a digit's pixels: "a thick slanted seven"
 - ``attention`` -- attention from scratch, self- and cross-attention blocks, ``record_attention``
 - ``tokenizer`` -- words to ids, with a clear error for an unknown word

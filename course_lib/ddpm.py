@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import denormalize
-from .flow import sample_sigmas
 from .samplers import make_scheduler
-from .schedule import EVERY_STEP, NoiseSchedule, check_prediction_type, in_interval
+from .schedule import (EVERY_STEP, NoiseSchedule, check_prediction_type, check_time_sampling, in_interval,
+                       sample_sigmas)
 from .unet import UNet
 from .validate import MAX_SEED, check_int, check_interval
 
@@ -39,13 +39,13 @@ def sample_timesteps(n: int, schedule: NoiseSchedule, generator: torch.Generator
                      time_sampling: str = "uniform") -> torch.Tensor:
     """n training timesteps (n,) in [0, T-1].
 
-    "uniform": t ~ U{0..T-1}, as Ho et al. On the linear schedule half of those are above t = 500, where x_t is
-    less than 8% signal. "logit_normal": the flow model's noise levels (``flow.sample_sigmas``, notebook 07), each
+    "uniform": t ~ U{0..T-1}, as Ho et al. On the linear schedule half of those are above t = 500, where
+    alpha-bar_t < 0.08. "logit_normal": the flow model's noise levels (``schedule.sample_sigmas``, notebook 07), each
     turned into the timestep with the nearest signal-to-noise ratio; a flow level sigma has
     SNR = ((1 - sigma) / sigma)^2, so about nine in ten land below t = 500.
     """
+    check_time_sampling(time_sampling)
     if time_sampling == "uniform":
-        sample_sigmas(1, time_sampling=time_sampling)
         return torch.randint(0, schedule.num_train_timesteps, (n,), generator=generator)
     sigma = sample_sigmas(n, generator, time_sampling).double()
     log_snr = 2 * (torch.log1p(-sigma) - torch.log(sigma))

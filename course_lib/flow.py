@@ -27,12 +27,11 @@ from tqdm.auto import tqdm
 
 from .data import denormalize
 from .samplers import SchedulerOutput
-from .schedule import convert_prediction
+from .schedule import TIME_SAMPLING, convert_prediction, sample_sigmas  # noqa: F401 (both part of flow's API)
 from .unet import UNet
 from .validate import MAX_SEED, check_float, check_int
 
 NUM_TRAIN_TIMESTEPS = 1000          # timestep = 1000 * sigma: the U-Net's time input spans the same range as DDPM's
-TIME_SAMPLING = ("uniform", "logit_normal")
 
 
 def interpolate(x0: torch.Tensor, noise: torch.Tensor, sigma) -> torch.Tensor:
@@ -49,16 +48,6 @@ def interpolate(x0: torch.Tensor, noise: torch.Tensor, sigma) -> torch.Tensor:
 def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """What the network should output anywhere on the pair's path: noise - x0 (the line's direction)."""
     return noise - x0
-
-
-def sample_sigmas(n: int, generator: torch.Generator | None = None, time_sampling: str = "uniform") -> torch.Tensor:
-    """n training noise levels in (0, 1): uniform, or logit-normal (sigmoid of N(0, 1), SD3's choice,
-    which spends more of training on the middle levels, where the velocity is hardest to guess)."""
-    if time_sampling not in TIME_SAMPLING:
-        raise ValueError(f"time_sampling must be one of {', '.join(map(repr, TIME_SAMPLING))}, got {time_sampling!r}")
-    if time_sampling == "uniform":
-        return torch.rand(n, generator=generator)
-    return torch.sigmoid(torch.randn(n, generator=generator))
 
 
 def velocity_loss(model, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -184,6 +184,24 @@ class NoiseSchedule:
 EVERY_STEP = (0.0, 1.0)   # the interval of the noise timeline that holds every timestep
 
 
+TIME_SAMPLING = ("uniform", "logit_normal")
+
+
+def check_time_sampling(time_sampling: str) -> None:
+    if time_sampling not in TIME_SAMPLING:
+        raise ValueError(f"time_sampling must be one of {', '.join(map(repr, TIME_SAMPLING))}, got {time_sampling!r}")
+
+
+def sample_sigmas(n: int, generator: torch.Generator | None = None, time_sampling: str = "uniform") -> torch.Tensor:
+    """n flow-matching training noise levels sigma (n,) in (0, 1), for x = (1 - sigma) x0 + sigma noise (notebook 07):
+    uniform, or logit-normal (sigmoid of N(0, 1), SD3's choice, which spends more of training on the middle levels,
+    where the velocity is hardest to guess). ``ddpm.sample_timesteps`` turns them into DDPM timesteps."""
+    check_time_sampling(time_sampling)
+    if time_sampling == "uniform":
+        return torch.rand(n, generator=generator)
+    return torch.sigmoid(torch.randn(n, generator=generator))
+
+
 def in_interval(timestep: int, interval, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> bool:
     """Whether ``timestep`` lies in ``interval`` = (low, high), fractions of the noise timeline: 0 the clean end,
     1 the pure-noise end (timestep / (num_train_timesteps - 1)); (0, 1) holds every timestep."""

@@ -98,5 +98,5 @@ def test_the_ddpm_bench_writes_no_table_while_rows_are_missing(tmp_path, monkeyp
     spec.loader.exec_module(bench)
     monkeypatch.setattr(sys, "argv", ["ddpm_bench.py", "--max-steps", "0", "--out", str(tmp_path)])
     bench.main()
-    assert "not measured yet: DDIM-50, DDIM-20" in capsys.readouterr().out
+    assert "not measured yet: DDIM at 50 steps, DDIM at 20 steps," in capsys.readouterr().out
     assert not (tmp_path / "ddpm.md").exists()
