@@ -70,7 +70,7 @@ def diffusion_loss(schedule: NoiseSchedule, prediction_type: str = "epsilon", ti
         return prediction_loss(model, x0, t, noise, schedule, prediction_type)
 
     check_prediction_type(prediction_type)
-    sample_timesteps(1, schedule, time_sampling=time_sampling)     # reject an unknown time_sampling now, not at step 1
+    check_time_sampling(time_sampling)      # now, not at step 1; and without drawing (the network is seeded after this)
     return loss_fn
 
 

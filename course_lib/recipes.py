@@ -138,8 +138,7 @@ def _pixel_unet(settings):
 
 
 def _prepare_ddpm(settings, device, run_dir):
-    return (_pool(), diffusion_loss(NoiseSchedule("linear"), settings["prediction_type"],
-                                    settings.get("time_sampling", "uniform")),
+    return (_pool(), diffusion_loss(NoiseSchedule("linear"), settings["prediction_type"], settings["time_sampling"]),
             {"schedule": "linear, T=1000"})
 
 

@@ -68,8 +68,8 @@ JOBS = {"ddpm_logit_normal": ("ddpm", {**STAGE, "time_sampling": "logit_normal"}
         "ddpm_v_logit_normal": ("ddpm", {**STAGE, "time_sampling": "logit_normal", "prediction_type": "v_prediction"})}
 FROM_FIRST_STAGE = ("ddpm", "flow")     # recipes whose job is the second stage, started from FIRST_STAGE_DIR
 FIRST_STAGE_DIR = ROOT / ".gpu" / "first_stage"
-EQUAL_STEPS = ("ddpm", "flow", *JOBS)   # trained for the same number of steps: equal training compute
 DDPM_JOBS = [job for job, (recipe, _) in JOBS.items() if recipe == "ddpm"]
+EQUAL_STEPS = ("flow", *DDPM_JOBS)    # trained for the same number of steps: equal training compute
 PROBE_STEPS = 150
 AFTER_TRAINING = 230          # seconds the benches and reflow need after the last model is trained
 # what a copy of the repository leaves out: run state, the environment, build outputs and the lease's own files

@@ -268,3 +268,13 @@ def test_logit_normal_timesteps_are_the_flow_models_noise_levels_at_equal_snr():
     assert t.min() >= 0 and t.max() <= 999
     with pytest.raises(ValueError, match="time_sampling must be one of"):
         diffusion_loss(schedule, time_sampling="cosine")
+
+
+def test_building_the_diffusion_loss_draws_nothing_from_the_global_generator():
+    """The recipe seeds, builds the loss, then builds the network: a draw in between would change its initial weights."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    for time_sampling in ("uniform", "logit_normal"):
+        torch.manual_seed(0)
+        diffusion_loss(NoiseSchedule(), time_sampling=time_sampling)
+        assert torch.equal(torch.rand(3), expected)
