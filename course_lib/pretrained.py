@@ -28,7 +28,7 @@ CHECKPOINTS: dict[str, tuple[str, str, str]] = {
                    "60ce346dc668f2e8d65f9471ba484133490e089c22f01bae82c5a9bd8af4ab56",
                    "scripts/train.py classifier"),
     "ddpm": ("ddpm.safetensors",
-             "750cc67b7ff1f22ec637a40bd8a379fc0897f63af471b8d86d25bb6132ecc400",
+             "fd7ad95344752b7be64cebb40c624196116dd0e44af40e8e6cae93be58a26e3c",
              "scripts/train.py ddpm"),
     "flow": ("flow.safetensors",
              "0f1577476db8aaee0dfce9a6ab59ddfed287f7c0433e8617e157051b37812f62",

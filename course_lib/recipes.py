@@ -54,9 +54,10 @@ DDPM_TRAINING = dict(steps=12000, batch_size=64, lr=1e-3, warmup_steps=300, ema_
 # 3.17-4.24 (the uniform model shipped before it) to 2.73-3.38 x floor (one stage, before the second existed).
 FLOW_TRAINING = {**{k: v for k, v in DDPM_TRAINING.items() if k != "prediction_type"}, "time_sampling": "logit_normal"}
 # A second stage for both pixel models (issue 16): from the first stage's EMA weights, on new batches (seed 1), with
-# a fresh warm-up, cosine decay and an EMA that averages about its last tenth. It ran on a GPU (an H200, 254 s for
-# the DDPM, 236 s for the flow model, both at once; scripts/gpu_session.py): batches of 1024 see 2.9M digits, 3.8
-# times the first stage's 768,000. On two CPU cores it takes hours (add precision="bfloat16" there: 1.6x faster).
+# a fresh warm-up, cosine decay and an EMA that averages about its last tenth. It ran on GPUs (H200s: 236 s for the
+# flow model, 269 s for the DDPM; scripts/gpu_session.py): batches of 1024 see 2.9M digits, 3.8 times the first
+# stage's 768,000. On two CPU cores it takes hours: add precision="bfloat16" there (a probe of single steps of 1024
+# measured 2.5-3.6 s in bfloat16 against 10.6-11.3 s in float32).
 # Both models get the same stage, so they stay at equal training compute. Its effect on each sampler is in the
 # benches (bench/results/ddpm.md, flow.md); a CPU stage of 6,000 steps of 64 at lr 3e-4, measured first, had done
 # about half as much for DDIM-50.
@@ -65,6 +66,14 @@ FLOW_TRAINING = {**{k: v for k, v in DDPM_TRAINING.items() if k != "prediction_t
 # (``git show e1b4a13:data/checkpoints/ddpm.safetensors``), whose SHA-256 ``FIRST_STAGES`` pins.
 SECOND_STAGE = dict(steps=2850, batch_size=1024, lr=1e-3, warmup_steps=100, ema_decay=0.99649, seed=1,
                     precision="float32")
+# The DDPM's second stage also changes what it learns (issue 16): it predicts v (prediction_type="v_prediction") and
+# draws its noise levels as the flow model does (time_sampling="logit_normal", about nine in ten below t = 500, where
+# DDIM fell behind). Two such stages, predicting v or the noise, ran from the same first stage on an H200 on 2026-11-27,
+# at once, each 2,850 steps of 1024 (scripts/gpu_session.py); at 1,000 digits and seeds 0 and 1, DDIM-50 measured 1.39-1.54 x floor predicting v and
+# 1.47-1.78 predicting the noise (the previous shipped DDPM, noise with uniform levels: 1.51-1.70). The same stage on
+# two CPU cores in bfloat16 (7,811 s) measured within 0.03 of the H200's on every DDIM and DPM-Solver row. The benches
+# of the two that did not ship are in bench/results/ddpm_second_stages/.
+DDPM_SECOND_STAGE = {**SECOND_STAGE, "prediction_type": "v_prediction", "time_sampling": "logit_normal"}
 FIRST_STAGES = {"ddpm": "1efd1885737a95f0d2e9b5109d6958b91df1d9aec6cd8d42f1f488d1279ad93b",
                 "flow": "6f47ab427f1be4934dee3a3499360623e04fb5985cc38fdb9946371928c0cbda"}
 # Reflow (notebook 07): the shipped flow model, fine-tuned on its own (noise, digit) pairs, which it drew with
@@ -217,7 +226,7 @@ def _prepare_ldm(settings, device, run_dir):
 
 RECIPES = {
     "classifier": Recipe(lambda settings: MNISTClassifier(), CLASSIFIER_TRAINING, _prepare_classifier, _finish_classifier),
-    "ddpm": Recipe(_pixel_unet, DDPM_TRAINING, _prepare_ddpm, second_stage=SECOND_STAGE),
+    "ddpm": Recipe(_pixel_unet, DDPM_TRAINING, _prepare_ddpm, second_stage=DDPM_SECOND_STAGE),
     "flow": Recipe(_pixel_unet, FLOW_TRAINING, _prepare_flow, second_stage=SECOND_STAGE),
     "reflow": Recipe(_shipped_flow, REFLOW_TRAINING, _prepare_reflow),
     **{name: Recipe(lambda settings, model_class=model_class, config=config: model_class(**config), training,
@@ -227,7 +236,9 @@ RECIPES = {
     "ldm": Recipe(lambda settings: UNet(**LDM_UNET_CONFIG), LDM_TRAINING, _prepare_ldm),
 }
 TRAIN_ARGUMENTS = ("steps", "batch_size", "lr", "weight_decay", "warmup_steps", "ema_decay", "seed", "precision")
-STAGE_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "ema_decay", "seed", "precision", "train_seconds", "hardware")
+# what each stage's record in a checkpoint keeps (the loss's settings too: the DDPM's stages learn different targets)
+STAGE_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "ema_decay", "seed", "precision", "prediction_type",
+              "time_sampling", "train_seconds", "hardware")
 
 
 def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.device | str | None = None,

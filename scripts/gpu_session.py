@@ -45,27 +45,24 @@ ROOT = Path(__file__).resolve().parent.parent
 # the card was busy, not waiting on launches; 1,400-1,650 steps fitted. That run used a fixed decay of 0.999, and
 # 0.999^1400 = 0.25: every EMA model still held a quarter of its random initial weights, and drew noise. A decay of
 # 1 - 10 / steps leaves e^-10 of them and averages about the last tenth of training.
-# Now the card runs the pixel DDPM's and the flow model's second stage (course_lib.recipes.SECOND_STAGE, on the
+# Then the card ran the pixel DDPM's and the flow model's second stage (course_lib.recipes.SECOND_STAGE, on the
 # networks the course ships, from the one-stage files FIRST_STAGES pins): a CPU stage of 6,000 steps of 64 had taken
 # the DDPM's DDIM-50 from 2.55-2.69 to 1.97-2.25 x floor, so training, not the network, held it back. Batches of 1024
 # keep the card busy; both models get the same number of steps (equal compute, issue 20). On an H200 on 2026-11-27
 # the probe measured 91-97 ms per step under load, 2,850 steps fitted,
-# and the shipped models are that run's (DDIM-50 1.51-1.70 x floor). The one-stage files are
+# and the flow model and reflow ship from that run (its DDPM measured DDIM-50 1.51-1.70 x floor). The one-stage files are
 # not in the working tree: put them in FIRST_STAGE_DIR before the lease (see first_stage below).
-# The next lease (issue 16: DDIM-50 still 1.38-1.47 times DDPM-1000) trains two new DDPM second stages from the same
-# first stage and keeps the one with the lower DDIM-50, if it beats the shipped DDPM's: noise levels drawn as the flow
-# model draws them (time_sampling="logit_normal": about nine in ten below t = 500, where DDIM falls behind; uniform
-# draws half there), predicting the noise or v. On two CPU cores, 2,000 steps of 64 from the first stage at lr 3e-4
-# (one run each; 1,000 digits, seeds 0 and 1) gave DDIM-50 / DDPM-50 x floor:
-#   uniform, noise 2.41-2.43 / 1.82-1.85;  uniform, v 2.36-2.44 / 2.01-2.15;
-#   logit-normal, noise 2.30-2.34 / 1.62-2.15;  logit-normal, v 2.03-2.26 / 1.74-2.28.
-# Logit-normal left DDPM-50's seed 0 worse, with its smallest class at 6.1-6.3%: few timesteps above 800 are
-# trained, and the stochastic samplers' digit is chosen there. Read DDPM-1000 and the class shares before shipping.
-# The flow model is not retrained: each DDPM gets exactly its second stage's steps (SECOND_STAGE), so the two stay at
-# equal training compute.
+# A second lease (2026-11-27, issue 16: DDIM-50 was 1.38-1.47 times DDPM-1000) trained two new DDPM second stages from
+# the same first stage, with noise levels drawn as the flow model draws them (time_sampling="logit_normal": about nine
+# in ten below t = 500, where DDIM falls behind), predicting the noise or v. Small CPU pilots (2,000 steps of 64 at
+# lr 3e-4; 1,000 digits, seeds 0 and 1) had ranked them: DDIM-50 x floor, uniform noise 2.41-2.43, logit-normal noise
+# 2.30-2.34, logit-normal v 2.03-2.26. On the H200 (82-88 ms per step under load; 2,850 steps each, the flow model's
+# second stage) DDIM-50 measured 1.47-1.78 predicting the noise and 1.39-1.54 predicting v, DDPM-1000 0.98-1.16; the v
+# model ships, and course_lib.recipes.DDPM_SECOND_STAGE records its settings.
+# JOBS now reproduces the shipped second stages of both pixel models (the flow model's goes on to reflow): each
+# recipe's own second stage, at SECOND_STAGE's steps. Edit JOBS to try a variant in the next lease.
 STAGE = {"batch_size": 1024, "lr": 1e-3, "warmup_steps": 100, "precision": "float32"}
-JOBS = {"ddpm_logit_normal": ("ddpm", {**STAGE, "time_sampling": "logit_normal"}),
-        "ddpm_v_logit_normal": ("ddpm", {**STAGE, "time_sampling": "logit_normal", "prediction_type": "v_prediction"})}
+JOBS = {"ddpm": ("ddpm", STAGE), "flow": ("flow", STAGE)}
 FROM_FIRST_STAGE = ("ddpm", "flow")     # recipes whose job is the second stage, started from FIRST_STAGE_DIR
 FIRST_STAGE_DIR = ROOT / ".gpu" / "first_stage"
 DDPM_JOBS = [job for job, (recipe, _) in JOBS.items() if recipe == "ddpm"]
@@ -187,11 +184,11 @@ def first_stage(recipe: str) -> Path:
 
 
 def stage_flag(recipe: str, key: str) -> str:
-    """How scripts/train.py takes setting ``key`` here: a second stage's own settings (steps, lr, ...) with
-    --second-set; the rest (the loss's, e.g. prediction_type or time_sampling, which the second stage inherits) and
-    every setting of a one-stage run with --set."""
-    from course_lib.recipes import SECOND_STAGE
-    return "--second-set" if recipe in FROM_FIRST_STAGE and key in SECOND_STAGE else "--set"
+    """How scripts/train.py takes setting ``key`` here: the settings of the recipe's second stage (steps, lr, ...; the
+    DDPM's also prediction_type and time_sampling) with --second-set; the rest (the flow model's time_sampling, which
+    its second stage inherits) and every setting of a one-stage run with --set."""
+    from course_lib.recipes import RECIPES
+    return "--second-set" if recipe in FROM_FIRST_STAGE and key in RECIPES[recipe].second_stage else "--set"
 
 
 def ema_decay(steps: int) -> float:

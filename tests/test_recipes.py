@@ -10,7 +10,7 @@ import torch
 from course_lib import pipelines, pretrained
 from course_lib.data import load_mnist
 from course_lib.ddpm import DDPMPipeline
-from course_lib.recipes import FIRST_STAGES, RECIPES, SECOND_STAGE, train_model
+from course_lib.recipes import DDPM_SECOND_STAGE, FIRST_STAGES, RECIPES, SECOND_STAGE, train_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def test_prediction_type_reaches_the_pipeline_and_the_checkpoint(tmp_path):
     # what pipelines.load does with a checkpoint's info: a v-prediction network is sampled as one
     again = pipelines.assemble("ddpm", pipelines.network(ready), info, "cpu")
     assert again.prediction_type == "v_prediction"
-    assert pipelines.load("ddpm", device="cpu").prediction_type == "epsilon"   # the shipped one predicts the noise
+    assert pipelines.load("ddpm", device="cpu").prediction_type == "v_prediction"   # the shipped one's second stage
 
 
 def test_the_training_command_sets_recipe_settings(tmp_path):
@@ -114,8 +114,12 @@ def test_the_pixel_models_train_in_two_stages_the_second_from_the_firsts_ema(tmp
                               second_stage={"steps": 3, "batch_size": 4})
     first, second = info["stages"]
     assert (first["steps"], second["steps"], info["steps"]) == (2, 3, 5)
-    assert RECIPES["ddpm"].second_stage is SECOND_STAGE and RECIPES["flow"].second_stage is SECOND_STAGE
+    assert RECIPES["ddpm"].second_stage is DDPM_SECOND_STAGE and RECIPES["flow"].second_stage is SECOND_STAGE
     assert (first["lr"], second["lr"]) == (RECIPES["ddpm"].training["lr"], SECOND_STAGE["lr"])
+    # the DDPM's first stage predicts the noise at uniform levels, its second v at logit-normal ones
+    assert (first["prediction_type"], first["time_sampling"]) == ("epsilon", "uniform")
+    assert (second["prediction_type"], second["time_sampling"]) == ("v_prediction", "logit_normal")
+    assert (info["prediction_type"], ready.prediction_type) == ("v_prediction", "v_prediction")
     assert (first["batch_size"], second["batch_size"]) == (4, 4)
     assert second["precision"] == SECOND_STAGE["precision"] and "precision" not in first
     assert info["train_seconds"] == first["train_seconds"] + second["train_seconds"]
@@ -148,12 +152,14 @@ def test_stage_arguments_that_cannot_apply_are_refused_with_a_sentence(tmp_path)
 
 def test_the_shipped_pixel_models_are_their_recipes_two_stages_from_the_pinned_first_stages():
     """The shipped DDPM and flow model record two stages: the first is the one-stage file FIRST_STAGES pins, the second
-    ran with SECOND_STAGE's settings (the EMA decay as scripts/gpu_session.py set it from the step count)."""
+    ran with its recipe's second-stage settings (SECOND_STAGE; the DDPM's DDPM_SECOND_STAGE adds v and logit-normal
+    levels), the EMA decay as scripts/gpu_session.py set it from the step count."""
     for name, sha in FIRST_STAGES.items():
         _, _, shipped = pretrained.read_weights(pretrained.checkpoint_path(name))
         first, second = shipped["stages"]
         assert first["checkpoint_sha256"] == sha and shipped["script"] == f"scripts/train.py {name}"
-        assert {k: second[k] for k in SECOND_STAGE} == SECOND_STAGE
+        # the DDPM's loss settings (v, logit-normal) are the checkpoint's own: it was trained before stages recorded them
+        assert {k: {**shipped, **second}[k] for k in RECIPES[name].second_stage} == RECIPES[name].second_stage
         assert shipped["steps"] == first["steps"] + second["steps"]
 
 
@@ -223,9 +229,10 @@ def test_the_ddpm_recipe_draws_its_timesteps_as_told_and_records_it(tmp_path):
 
 
 def test_gpu_session_gives_a_second_stage_its_own_settings_and_the_loss_its_settings():
-    """From a first stage, prediction_type and time_sampling go to --set (the second stage inherits them: --second-set
-    refuses keys SECOND_STAGE lacks) and lr to --second-set; a one-stage recipe takes everything with --set."""
+    """From a first stage, a key of the recipe's second stage goes to --second-set (the DDPM's prediction_type and
+    time_sampling among them), the flow model's time_sampling to --set (its second stage inherits it: --second-set
+    refuses keys SECOND_STAGE lacks); a one-stage recipe takes everything with --set."""
     stage_flag = _gpu_session().stage_flag
-    assert [stage_flag("ddpm", key) for key in ("prediction_type", "time_sampling", "lr", "steps")] == \
-        ["--set", "--set", "--second-set", "--second-set"]
+    assert [stage_flag("ddpm", key) for key in ("prediction_type", "time_sampling", "lr", "steps")] == ["--second-set"] * 4
+    assert [stage_flag("flow", key) for key in ("time_sampling", "lr")] == ["--set", "--second-set"]
     assert stage_flag("ldm", "lr") == "--set"
