@@ -68,11 +68,12 @@ SECOND_STAGE = dict(steps=2850, batch_size=1024, lr=1e-3, warmup_steps=100, ema_
                     precision="float32")
 # The DDPM's second stage also changes what it learns (issue 16): it predicts v (prediction_type="v_prediction") and
 # draws its noise levels as the flow model does (time_sampling="logit_normal", about nine in ten below t = 500, where
-# DDIM fell behind). Two such stages, predicting v or the noise, ran from the same first stage on an H200 on 2026-11-27,
-# at once, each 2,850 steps of 1024 (scripts/gpu_session.py); at 1,000 digits and seeds 0 and 1, DDIM-50 measured 1.39-1.54 x floor predicting v and
-# 1.47-1.78 predicting the noise (the previous shipped DDPM, noise with uniform levels: 1.51-1.70). The same stage on
-# two CPU cores in bfloat16 (7,811 s) measured within 0.03 of the H200's on every DDIM and DPM-Solver row. The benches
-# of the two that did not ship are in bench/results/ddpm_second_stages/.
+# DDIM fell behind). Two such stages, predicting v or the noise, ran from the same first stage on an H200 on
+# 2026-11-27, at once, each 2,850 steps of 1024 (scripts/gpu_session.py); at 1,000 digits and seeds 0 and 1, DDIM-50
+# measured 1.39-1.54 x floor predicting v and 1.47-1.78 predicting the noise (the previous shipped DDPM, noise with
+# uniform levels: 1.51-1.70). The same stage on two CPU cores in bfloat16 (7,811 s) measured within 0.03 of the
+# H200's on every DDIM and DPM-Solver row. The benches of the ones that did not ship are in
+# bench/results/ddpm_second_stages/.
 DDPM_SECOND_STAGE = {**SECOND_STAGE, "prediction_type": "v_prediction", "time_sampling": "logit_normal"}
 FIRST_STAGES = {"ddpm": "1efd1885737a95f0d2e9b5109d6958b91df1d9aec6cd8d42f1f488d1279ad93b",
                 "flow": "6f47ab427f1be4934dee3a3499360623e04fb5985cc38fdb9946371928c0cbda"}

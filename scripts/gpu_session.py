@@ -49,9 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # networks the course ships, from the one-stage files FIRST_STAGES pins): a CPU stage of 6,000 steps of 64 had taken
 # the DDPM's DDIM-50 from 2.55-2.69 to 1.97-2.25 x floor, so training, not the network, held it back. Batches of 1024
 # keep the card busy; both models get the same number of steps (equal compute, issue 20). On an H200 on 2026-11-27
-# the probe measured 91-97 ms per step under load, 2,850 steps fitted,
-# and the flow model and reflow ship from that run (its DDPM measured DDIM-50 1.51-1.70 x floor). The one-stage files are
-# not in the working tree: put them in FIRST_STAGE_DIR before the lease (see first_stage below).
+# the probe measured 91-97 ms per step under load, 2,850 steps fitted, and the flow model and reflow ship from that
+# run (its DDPM measured DDIM-50 1.51-1.70 x floor). The one-stage files are not in the working tree: put them in
+# FIRST_STAGE_DIR before the lease (see first_stage below).
 # A second lease (2026-11-27, issue 16: DDIM-50 was 1.38-1.47 times DDPM-1000) trained two new DDPM second stages from
 # the same first stage, with noise levels drawn as the flow model draws them (time_sampling="logit_normal": about nine
 # in ten below t = 500, where DDIM falls behind), predicting the noise or v. Small CPU pilots (2,000 steps of 64 at
@@ -65,9 +65,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # not close DDIM's gap to DDPM-1000 (issue 16 asks for 1.2), and it would break the flow model's equal compute unless
 # both train on.
 # JOBS now reproduces the shipped second stages of both pixel models (the flow model's goes on to reflow): each
-# recipe's own second stage, at SECOND_STAGE's steps. Edit JOBS to try a variant in the next lease.
-STAGE = {"batch_size": 1024, "lr": 1e-3, "warmup_steps": 100, "precision": "float32"}
-JOBS = {"ddpm": ("ddpm", STAGE), "flow": ("flow", STAGE)}
+# recipe's own second stage (batches of 1024, its lr, warm-up and precision), at SECOND_STAGE's steps. Edit JOBS to
+# try a variant in the next lease: the settings dict goes on top of the recipe's, e.g. {"prediction_type": "epsilon"}.
+JOBS = {"ddpm": ("ddpm", {}), "flow": ("flow", {})}
 FROM_FIRST_STAGE = ("ddpm", "flow")     # recipes whose job is the second stage, started from FIRST_STAGE_DIR
 FIRST_STAGE_DIR = ROOT / ".gpu" / "first_stage"
 DDPM_JOBS = [job for job, (recipe, _) in JOBS.items() if recipe == "ddpm"]
