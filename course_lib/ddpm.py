@@ -29,10 +29,14 @@ def noise_prediction_loss(model, x0: torch.Tensor, t: torch.Tensor, noise: torch
 
 
 def prediction_loss(model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule,
-                    prediction_type: str = "epsilon") -> torch.Tensor:
-    """Like ``noise_prediction_loss``, for a network that predicts ``prediction_type`` (noise, x0 or v)."""
+                    prediction_type: str = "epsilon", input_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Like ``noise_prediction_loss``, for a network that predicts ``prediction_type`` (noise, x0 or v).
+
+    input_noise: the noise that makes the network's input x_t, if not ``noise`` itself (input perturbation,
+    ``diffusion_loss``); the target is still made from ``noise``.
+    """
     target = schedule.training_target(x0, noise, t, prediction_type)    # the noise itself for "epsilon"
-    return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), target)
+    return F.mse_loss(model(schedule.q_sample(x0, t, noise if input_noise is None else input_noise), t), target)
 
 
 def sample_timesteps(n: int, schedule: NoiseSchedule, generator: torch.Generator | None = None,
@@ -56,9 +60,14 @@ def sample_timesteps(n: int, schedule: NoiseSchedule, generator: torch.Generator
     return torch.where(nearer_before, t - 1, t)
 
 
-def diffusion_loss(schedule: NoiseSchedule, prediction_type: str = "epsilon", time_sampling: str = "uniform"):
+def diffusion_loss(schedule: NoiseSchedule, prediction_type: str = "epsilon", time_sampling: str = "uniform",
+                   input_perturbation: float = 0.0):
     """The DDPM objective: pick t at random (``sample_timesteps``), noise x0 to x_t, predict the noise (or x0, or v), MSE.
 
+    input_perturbation: gamma >= 0 of Ning et al. 2023 ("Input perturbation reduces exposure bias in diffusion
+    models"; diffusers' ``--input_perturbation``): x_t is made with noise + gamma * xi (xi a second draw) while the
+    target keeps the first noise, so the network learns to pull slightly wrong inputs back, as a sampler's own
+    errors are. 0 (the default) draws nothing more: the loss is exactly the plain one.
     Returns ``loss_fn(model, batch, generator)`` for ``course_lib.train.train``;
     batch = (images (B, 1, 28, 28) in [0, 1], labels (B,)), or the images alone.
     """
@@ -67,10 +76,15 @@ def diffusion_loss(schedule: NoiseSchedule, prediction_type: str = "epsilon", ti
         x0 = images * 2 - 1                                          # [0, 1] -> [-1, 1]
         t = sample_timesteps(x0.shape[0], schedule, generator, time_sampling).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        return prediction_loss(model, x0, t, noise, schedule, prediction_type)
+        input_noise = None
+        if input_perturbation:
+            input_noise = noise + input_perturbation * torch.randn(x0.shape, generator=generator).to(x0.device)
+        return prediction_loss(model, x0, t, noise, schedule, prediction_type, input_noise)
 
     check_prediction_type(prediction_type)
     check_time_sampling(time_sampling)      # now, not at step 1; and without drawing (the network is seeded after this)
+    if not 0 <= input_perturbation < 1:
+        raise ValueError(f"input_perturbation is a noise scale in [0, 1) (0.1 in the paper), got {input_perturbation}")
     return loss_fn
 
 

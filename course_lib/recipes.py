@@ -33,7 +33,7 @@ from .pipelines import network as pipelines_network
 from .pretrained import CHECKPOINTS, read_weights, sha256
 from .schedule import NoiseSchedule
 from .train import load_checkpoint, save_checkpoint, train
-from .unet import UNet
+from .unet import UNet, deepen
 from .vae import VAE, AutoEncoder, ConvVAE, autoencoder_loss, latent_scaling_factor, vae_loss
 
 # The shipped pixel-space DDPM: 0.69M parameters, about 0.28 s per training step of 64 on a 2-core CPU (float32).
@@ -44,15 +44,17 @@ DDPM_UNET_CONFIG = dict(in_channels=1, out_channels=1, base_channels=16, channel
 # prediction_type, base_channels (the U-Net's width), num_res_blocks (its depth) and time_sampling (how the training
 # timesteps are drawn: ddpm.sample_timesteps) are settings too, so that a variant, e.g. on a GPU, is one command:
 # scripts/train.py ddpm --device cuda --set batch_size=512 --set num_res_blocks=2
+# input_perturbation: ddpm.diffusion_loss's gamma (0: none).
 DDPM_TRAINING = dict(steps=12000, batch_size=64, lr=1e-3, warmup_steps=300, ema_decay=0.9995, seed=0,
                      prediction_type="epsilon", base_channels=DDPM_UNET_CONFIG["base_channels"],
-                     num_res_blocks=DDPM_UNET_CONFIG["num_res_blocks"], time_sampling="uniform")
+                     num_res_blocks=DDPM_UNET_CONFIG["num_res_blocks"], time_sampling="uniform", input_perturbation=0.0)
 # Flow matching (notebook 07): the same U-Net and the same training budget as the DDPM, so that the
 # two are compared at equal training compute; only the path and the target differ. Noise levels are drawn
 # logit-normal (SD3's choice, more of them mid-way): bench/time_sampling_bench.py measured it against uniform at
 # a sixth of this budget (Euler-8 5.76-7.10 vs 7.44-9.05 x floor), and at full budget it took Euler-8 from
 # 3.17-4.24 (the uniform model shipped before it) to 2.73-3.38 x floor (one stage, before the second existed).
-FLOW_TRAINING = {**{k: v for k, v in DDPM_TRAINING.items() if k != "prediction_type"}, "time_sampling": "logit_normal"}
+FLOW_TRAINING = {**{k: v for k, v in DDPM_TRAINING.items() if k not in ("prediction_type", "input_perturbation")},
+                 "time_sampling": "logit_normal"}
 # A second stage for both pixel models (issue 16): from the first stage's EMA weights, on new batches (seed 1), with
 # a fresh warm-up, cosine decay and an EMA that averages about its last tenth. It ran on GPUs (H200s: 236 s for the
 # flow model, 269 s for the DDPM; scripts/gpu_session.py): batches of 1024 see 2.9M digits, 3.8 times the first
@@ -64,8 +66,10 @@ FLOW_TRAINING = {**{k: v for k, v in DDPM_TRAINING.items() if k != "prediction_t
 # ``train_model(name, first_stage=FILE)`` starts the stage from a first-stage checkpoint instead of training one;
 # the shipped models started from the one-stage files shipped at commit e1b4a13
 # (``git show e1b4a13:data/checkpoints/ddpm.safetensors``), whose SHA-256 ``FIRST_STAGES`` pins.
+# num_res_blocks: a second stage that asks for more ResBlocks per level than its first stage had grows the network
+# first (unet.deepen: the new blocks start as the identity, so it starts from the same function).
 SECOND_STAGE = dict(steps=2850, batch_size=1024, lr=1e-3, warmup_steps=100, ema_decay=0.99649, seed=1,
-                    precision="float32")
+                    precision="float32", num_res_blocks=DDPM_UNET_CONFIG["num_res_blocks"])
 # The DDPM's second stage also changes what it learns (issue 16): it predicts v (prediction_type="v_prediction") and
 # draws its noise levels as the flow model does (time_sampling="logit_normal", about nine in ten below t = 500, where
 # DDIM fell behind). Two such stages, predicting v or the noise, ran from the same first stage on an H200 on
@@ -148,8 +152,9 @@ def _pixel_unet(settings):
 
 
 def _prepare_ddpm(settings, device, run_dir):
-    return (_pool(), diffusion_loss(NoiseSchedule("linear"), settings["prediction_type"], settings["time_sampling"]),
-            {"schedule": "linear, T=1000"})
+    loss_fn = diffusion_loss(NoiseSchedule("linear"), settings["prediction_type"], settings["time_sampling"],
+                             settings.get("input_perturbation", 0.0))    # .get: runs resumed from before it existed
+    return _pool(), loss_fn, {"schedule": "linear, T=1000"}
 
 
 def _prepare_flow(settings, device, run_dir):
@@ -239,7 +244,7 @@ RECIPES = {
 TRAIN_ARGUMENTS = ("steps", "batch_size", "lr", "weight_decay", "warmup_steps", "ema_decay", "seed", "precision")
 # what each stage's record in a checkpoint keeps (the loss's settings too: the DDPM's stages learn different targets)
 STAGE_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "ema_decay", "seed", "precision", "prediction_type",
-              "time_sampling", "train_seconds", "hardware")
+              "time_sampling", "input_perturbation", "num_res_blocks", "train_seconds", "hardware")
 
 
 def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.device | str | None = None,
@@ -278,7 +283,7 @@ def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.d
         model, info = _run_stage(name, recipe, settings, recipe.network, device, run_dir / "state.pt", progress)
     else:
         tensors, _, info = read_weights(first_stage)
-        model = recipe.network(settings)
+        model = recipe.network({**settings, **{k: v for k, v in info.items() if k in settings}})   # its own width, depth
         try:
             model.load_state_dict(tensors)
         except RuntimeError as err:
@@ -288,8 +293,8 @@ def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.d
     if two_stages:
         first = info
         settings = {**settings, **recipe.second_stage, **(second_stage if isinstance(second_stage, dict) else {})}
-        model, info = _run_stage(name, recipe, settings, lambda s, base=model: base.requires_grad_(True), device,
-                                 run_dir / "second_stage.pt", progress)
+        model, info = _run_stage(name, recipe, settings, lambda s, base=model: _deepened(base, s).requires_grad_(True),
+                                 device, run_dir / "second_stage.pt", progress)
         stages = [{k: stage[k] for k in (*STAGE_KEYS, "checkpoint_sha256") if k in stage} for stage in (first, info)]
         info = {**info, "steps": sum(s["steps"] for s in stages),
                 "train_seconds": sum(s["train_seconds"] for s in stages), "stages": stages}
@@ -297,6 +302,13 @@ def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.d
     if recipe.finish is not None:
         info.update(recipe.finish(model.cpu(), settings))
     return assemble(name, model, info, device), info
+
+
+def _deepened(model, settings):
+    """The first stage's network, grown (``unet.deepen``) to the second stage's ``num_res_blocks`` if that is more."""
+    while isinstance(model, UNet) and model.config["num_res_blocks"] < settings.get("num_res_blocks", 0):
+        model = deepen(model)
+    return model
 
 
 def _run_stage(name, recipe, settings, network, device, state_path, progress):

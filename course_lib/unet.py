@@ -213,3 +213,41 @@ class UNet(nn.Module):
             if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != sample.shape[0] \
                     or encoder_hidden_states.shape[2] != self.context_dim:
                 raise ValueError(f"encoder_hidden_states must be {expected}, got {tuple(encoder_hidden_states.shape)}")
+
+
+def deepen(unet: UNet) -> UNet:
+    """A U-Net with one more ResBlock (and attention block, where the level has one) per level that computes exactly
+    what ``unet`` computes; ``unet`` is left as it was.
+
+    Net2Net's "deeper" move (Chen et al. 2016): a block whose residual branch ends in zeros passes its input through,
+    so a second training stage can start from a trained, shallower network and grow it instead of starting over.
+    On the way down the new block goes last in each level, so the skip it hands across repeats the one before it.
+    On the way up it goes second: the first block takes that repeated skip, the same value it took before; the new
+    one takes the skip the first used to take and ignores it (its 1x1 shortcut passes the features through and
+    drops the skip); every later block takes what it took before.
+    """
+    k = unet.config["num_res_blocks"]
+    deeper = UNet(**{**unet.config, "num_res_blocks": k + 1}).to(next(unet.parameters()).device)
+    state = deeper.state_dict()
+    for key, value in unet.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "up" and parts[2] == "blocks" and int(parts[3]) >= 2:   # up blocks after the first move on one
+            parts[3] = str(int(parts[3]) + 2)
+        state[".".join(parts)] = value.clone()
+    deeper.load_state_dict(state)
+    new_blocks = [(level["blocks"][2 * k], level["blocks"][2 * k + 1]) for level in deeper.down]
+    new_blocks += [(level["blocks"][2], level["blocks"][3]) for level in deeper.up]
+    with torch.no_grad():
+        for res, attn in new_blocks:
+            nn.init.zeros_(res.conv2.weight)                     # the residual branch adds nothing
+            nn.init.zeros_(res.conv2.bias)
+            if isinstance(res.skip, nn.Conv2d):                  # up: [features, skip] -> features
+                width = res.skip.out_channels
+                res.skip.weight.zero_()
+                res.skip.weight[:, :width, 0, 0] = torch.eye(width)
+                res.skip.bias.zero_()
+            out = getattr(attn, "to_out", None) or getattr(attn, "proj_out", None)   # None for nn.Identity
+            if out is not None:
+                nn.init.zeros_(out.weight)                       # attention adds nothing either
+                nn.init.zeros_(out.bias)
+    return deeper

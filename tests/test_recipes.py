@@ -139,6 +139,21 @@ def test_a_second_stage_starts_from_the_given_first_stage_file(tmp_path):
     assert info["stages"][1]["steps"] == 2
 
 
+def test_a_second_stage_with_more_res_blocks_grows_the_first_stage_network(tmp_path):
+    """num_res_blocks=2 in the second stage: it starts from the shipped one-block network grown by unet.deepen, so
+    with a vanishing learning rate it ends computing what the first stage computed, with the deeper config recorded."""
+    shipped = pretrained.checkpoint_path("ddpm")
+    ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, first_stage=shipped,
+                              second_stage={"steps": 2, "lr": 1e-12, "warmup_steps": 1, "batch_size": 4,
+                                            "num_res_blocks": 2})
+    grown, start = pipelines.network(ready), pipelines.network(pipelines.load("ddpm", device="cpu"))
+    assert (grown.config["num_res_blocks"], start.config["num_res_blocks"]) == (2, 1)
+    assert [stage["num_res_blocks"] for stage in info["stages"]] == [1, 2]
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([10, 700])
+    with torch.no_grad():
+        assert torch.allclose(grown(x, t), start(x, t), atol=1e-4)
+
+
 def test_stage_arguments_that_cannot_apply_are_refused_with_a_sentence(tmp_path):
     with pytest.raises(ValueError, match="first_stage= starts a second stage, and vae's recipe has none"):
         train_model("vae", tmp_path, first_stage=pretrained.checkpoint_path("vae"))

@@ -192,6 +192,24 @@ def test_diffusion_loss_for_x0_and_v_networks(prediction_type):
         diffusion_loss(schedule, "x0")
 
 
+def test_input_perturbation_noises_the_input_more_than_the_target_says():
+    """gamma = 0 is the plain loss, draw for draw; with gamma > 0 an oracle that inverts x_t exactly is off by about
+    gamma^2 (the extra noise it cannot tell from the target's), which it would not be if the target moved too."""
+    schedule = NoiseSchedule()
+    images = torch.rand(64, 1, 28, 28)
+
+    def oracle(xt, t):      # the noise that made x_t, read off exactly
+        ab = schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
+        return (xt - ab.sqrt() * (images * 2 - 1)) / (1 - ab).sqrt()
+
+    plain = diffusion_loss(schedule)(oracle, images, torch.Generator().manual_seed(0))
+    assert diffusion_loss(schedule, input_perturbation=0.0)(oracle, images, torch.Generator().manual_seed(0)) == plain
+    perturbed = diffusion_loss(schedule, input_perturbation=0.1)(oracle, images, torch.Generator().manual_seed(0))
+    assert perturbed.item() == pytest.approx(0.01, rel=0.1)
+    with pytest.raises(ValueError, match="input_perturbation is a noise scale in"):
+        diffusion_loss(schedule, input_perturbation=-0.1)
+
+
 def test_training_time_survives_a_resumed_run(tmp_path):
     """Provenance: the seconds of a run interrupted and resumed add up (they live in the resumable state)."""
     import torch.nn as nn

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.attention import SelfAttention2d, scaled_dot_product_attention
-from course_lib.unet import UNet, timestep_embedding
+from course_lib.unet import UNet, deepen, timestep_embedding
 
 
 def test_attention_matches_pytorch():
@@ -68,3 +68,31 @@ def test_unet_starts_by_predicting_zero_and_rejects_bad_shapes():
         model(torch.randn(2, 1, 30, 30), 5)
     with pytest.raises(ValueError, match="attention_levels"):
         UNet(channel_mults=(1, 2), attention_levels=(False, False, True))
+
+
+@pytest.mark.parametrize("config", [
+    dict(base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1, attention_levels=(False, False, True)),
+    dict(in_channels=4, out_channels=4, base_channels=16, channel_mults=(1, 2), num_res_blocks=2,
+         attention_levels=(True, True), self_attention_levels=(False, True), num_heads=2, context_dim=8,
+         pad_to_multiple=True)])
+def test_deepen_adds_a_block_per_level_and_keeps_the_function(config):
+    """The grown U-Net computes what the trained one computed (conv_out randomised: a fresh U-Net outputs zeros, which
+    any wrong wiring would also give), has more parameters, and its new blocks learn: they get gradients."""
+    torch.manual_seed(0)
+    unet = UNet(**config)
+    for p in unet.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(3, unet.in_channels, 28 if unet.in_channels == 1 else 7, 28 if unet.in_channels == 1 else 7)
+    t = torch.tensor([3, 400, 999])
+    context = torch.randn(3, 5, 8) if unet.context_dim else None
+    before = unet(x, t, context)
+    deeper = deepen(unet)
+    k = config["num_res_blocks"]
+    assert deeper.config == {**unet.config, "num_res_blocks": k + 1}
+    assert sum(p.numel() for p in deeper.parameters()) > sum(p.numel() for p in unet.parameters())
+    assert before.abs().max() > 0.1
+    assert torch.allclose(deeper(x, t, context), before, atol=1e-5)
+    assert torch.equal(unet(x, t, context), before)                  # the original is left as it was
+    deeper(x, t, context).square().mean().backward()
+    assert deeper.down[0]["blocks"][2 * k].conv2.weight.grad.abs().sum() > 0
+    assert deeper.up[0]["blocks"][2].conv2.weight.grad.abs().sum() > 0
