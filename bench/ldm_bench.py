@@ -34,7 +34,7 @@ from course_lib.ldm import (DEFAULT_CONDITION_ANNEALING, DEFAULT_GUIDANCE_INTERV
                             encode_latent_distribution, ldm_training_loss)
 from course_lib.metrics import load_classifier, predict
 from course_lib.pretrained import CHECKPOINTS
-from course_lib.recipes import DDPM_UNET_CONFIG, LDM_UNET_CONFIG
+from course_lib.recipes import LDM_UNET_CONFIG
 from course_lib.schedule import NoiseSchedule
 from course_lib.train import seconds_per_step
 from course_lib.unet import UNet
@@ -152,7 +152,7 @@ def main():
     batch = 64
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:batch]
     schedule = NoiseSchedule("linear")
-    pixel_rate = training_throughput(UNet(**DDPM_UNET_CONFIG), diffusion_loss(schedule),
+    pixel_rate = training_throughput(UNet(**ddpm.unet.config), diffusion_loss(schedule),     # the shipped network
                                      (train.images[pick], train.labels[pick]))
     mean, std = encode_latent_distribution(vae, train.images[pick])
     codes = attribute_codes(clip.thresholds, train.images[pick], train.labels[pick])

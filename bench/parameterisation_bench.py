@@ -1,6 +1,6 @@
 """Predict the noise, x0 or v? The same network, data and budget, three targets: python bench/parameterisation_bench.py
 
-Trains the shipped DDPM's U-Net (``recipes.DDPM_UNET_CONFIG``) three times by the "ddpm" recipe, changing only
+Trains the shipped DDPM's first-stage U-Net (``recipes.DDPM_UNET_CONFIG``, one ResBlock per level) three times by the "ddpm" recipe, changing only
 ``prediction_type`` ("epsilon", "sample", "v_prediction"): the same seed, so the same batches, timesteps and
 noise; --steps each (default 2,000 of 64, a sixth of the shipped model's first stage, so that the three fit in
 under an hour on two CPU cores), with a faster EMA (--ema-decay 0.995: the first stage's 0.9995 averages over
@@ -23,7 +23,7 @@ def main():
 
 def markdown_table(result) -> str:
     return setting_table(result, "prediction_type",
-                         f"Fresh copies of the shipped DDPM's U-Net, each trained from scratch for "
+                         f"Fresh copies of the shipped DDPM's first-stage U-Net, each trained from scratch for "
                          f"{result['training_steps']:,} steps of {result['batch_size']} per target (same seed, batches, "
                          "timesteps and noise)", "network predicts",
                          {"epsilon": "noise ε", "sample": "clean image x0", "v_prediction": "velocity v"},

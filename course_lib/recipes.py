@@ -36,7 +36,8 @@ from .train import load_checkpoint, save_checkpoint, train
 from .unet import UNet, deepen
 from .vae import VAE, AutoEncoder, ConvVAE, autoencoder_loss, latent_scaling_factor, vae_loss
 
-# The shipped pixel-space DDPM: 0.69M parameters, about 0.28 s per training step of 64 on a 2-core CPU (float32).
+# The pixel-space U-Net of the DDPM's and the flow model's first stage: 0.69M parameters, about 0.28 s per training
+# step of 64 on a 2-core CPU (float32). Their second stage (SECOND_STAGE) deepens it to two ResBlocks per level.
 DDPM_UNET_CONFIG = dict(in_channels=1, out_channels=1, base_channels=16, channel_mults=(1, 2, 4),
                         num_res_blocks=1, attention_levels=(False, False, True))
 # lr 1e-3 and a slow EMA: 8000 steps at lr 5e-4 gave good DDPM-1000 samples but a biased
@@ -56,28 +57,31 @@ DDPM_TRAINING = dict(steps=12000, batch_size=64, lr=1e-3, warmup_steps=300, ema_
 FLOW_TRAINING = {**{k: v for k, v in DDPM_TRAINING.items() if k not in ("prediction_type", "input_perturbation")},
                  "time_sampling": "logit_normal"}
 # A second stage for both pixel models (issue 16): from the first stage's EMA weights, on new batches (seed 1), with
-# a fresh warm-up, cosine decay and an EMA that averages about its last tenth. It ran on GPUs (H200s: 236 s for the
-# flow model, 269 s for the DDPM; scripts/gpu_session.py): batches of 1024 see 2.9M digits, 3.8 times the first
-# stage's 768,000. On two CPU cores it takes hours: add precision="bfloat16" there (a probe of single steps of 1024
-# measured 2.5-3.6 s in bfloat16 against 10.6-11.3 s in float32).
-# Both models get the same stage, so they stay at equal training compute. Its effect on each sampler is in the
-# benches (bench/results/ddpm.md, flow.md); a CPU stage of 6,000 steps of 64 at lr 3e-4, measured first, had done
-# about half as much for DDIM-50.
+# a fresh warm-up, cosine decay and an EMA that averages about its last tenth (1 - 10 / steps). It runs on a GPU
+# (H200: 258 s for the flow model, 287 s for the DDPM, at once; scripts/gpu_session.py): batches of 1024 see 2.56M
+# digits, 3.3 times the first stage's 768,000. On two CPU cores it takes hours: add precision="bfloat16" there (a probe
+# of single steps of 1024 measured 2.5-3.6 s in bfloat16 against 10.6-11.3 s in float32).
+# It also deepens the network: num_res_blocks=2, two ResBlocks per level instead of the first stage's one (0.99M
+# parameters instead of 0.69M; a third slower to sample on two CPU threads: DDIM-50 took 0.113 s per digit against
+# 0.085, the fastest of four passes of 100, interleaved). unet.deepen grows the trained network first, its new blocks
+# starting as the identity, so the stage starts from the function the first stage learnt. Deeper, with 2,500 steps
+# against the one-block networks' 2,850, the DDPM's DDIM-50 went from 1.39-1.54 to 1.27-1.45 x floor and the flow
+# model's Heun-16 from 1.16-1.37 to 1.14-1.25 (1,000 digits, seeds 0 and 1; bench/results/ddpm_second_stages/ keeps
+# the one-block DDPM's bench).
+# Both models get the same stage, so they stay at equal training compute.
 # ``train_model(name, first_stage=FILE)`` starts the stage from a first-stage checkpoint instead of training one;
 # the shipped models started from the one-stage files shipped at commit e1b4a13
 # (``git show e1b4a13:data/checkpoints/ddpm.safetensors``), whose SHA-256 ``FIRST_STAGES`` pins.
-# num_res_blocks: a second stage that asks for more ResBlocks per level than its first stage had grows the network
-# first (unet.deepen: the new blocks start as the identity, so it starts from the same function).
-SECOND_STAGE = dict(steps=2850, batch_size=1024, lr=1e-3, warmup_steps=100, ema_decay=0.99649, seed=1,
-                    precision="float32", num_res_blocks=DDPM_UNET_CONFIG["num_res_blocks"])
+SECOND_STAGE = dict(steps=2500, batch_size=1024, lr=1e-3, warmup_steps=100, ema_decay=0.996, seed=1,
+                    precision="float32", num_res_blocks=2)
 # The DDPM's second stage also changes what it learns (issue 16): it predicts v (prediction_type="v_prediction") and
 # draws its noise levels as the flow model does (time_sampling="logit_normal", about nine in ten below t = 500, where
 # DDIM fell behind). Two such stages, predicting v or the noise, ran from the same first stage on an H200 on
-# 2026-11-27, at once, each 2,850 steps of 1024 (scripts/gpu_session.py); at 1,000 digits and seeds 0 and 1, DDIM-50
-# measured 1.39-1.54 x floor predicting v and 1.47-1.78 predicting the noise (the previous shipped DDPM, noise with
-# uniform levels: 1.51-1.70). The same stage on two CPU cores in bfloat16 (7,811 s) measured within 0.03 of the
-# H200's on every DDIM and DPM-Solver row. The benches of the ones that did not ship are in
-# bench/results/ddpm_second_stages/.
+# 2026-11-27, at once, each 2,850 steps of 1024 on the one-block network (scripts/gpu_session.py); at 1,000 digits and
+# seeds 0 and 1, DDIM-50 measured 1.39-1.54 x floor predicting v and 1.47-1.78 predicting the noise (the DDPM shipped
+# before them, noise with uniform levels: 1.51-1.70); the v model shipped until the deeper one above replaced it. The
+# same stage on two CPU cores in bfloat16 (7,811 s) measured within 0.03 of the H200's on every DDIM and DPM-Solver
+# row. The benches of the second stages that do not ship are in bench/results/ddpm_second_stages/.
 DDPM_SECOND_STAGE = {**SECOND_STAGE, "prediction_type": "v_prediction", "time_sampling": "logit_normal"}
 FIRST_STAGES = {"ddpm": "1efd1885737a95f0d2e9b5109d6958b91df1d9aec6cd8d42f1f488d1279ad93b",
                 "flow": "6f47ab427f1be4934dee3a3499360623e04fb5985cc38fdb9946371928c0cbda"}
@@ -283,7 +287,7 @@ def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.d
         model, info = _run_stage(name, recipe, settings, recipe.network, device, run_dir / "state.pt", progress)
     else:
         tensors, _, info = read_weights(first_stage)
-        model = recipe.network({**settings, **{k: v for k, v in info.items() if k in settings}})   # its own width, depth
+        model = recipe.network({**settings, **{k: v for k, v in info.items() if k in settings}})  # its own depth
         try:
             model.load_state_dict(tensors)
         except RuntimeError as err:

@@ -6,7 +6,8 @@ their provenance (hardware, steps, seconds, settings) to data/checkpoints/NAME.s
 prints the SHA-256 to pin in course_lib/pretrained.py. Interrupt it any time: run the same
 command again and it resumes from runs/NAME/state.pt. An existing checkpoint is never overwritten.
 A recipe with a second stage (``course_lib.recipes.SECOND_STAGE``: the DDPM's and the flow model's, batches of 1024
-meant for a GPU; the DDPM's, ``DDPM_SECOND_STAGE``, also switches it to predicting v) runs it after the first;
+meant for a GPU, on the network grown to two ResBlocks per level; the DDPM's, ``DDPM_SECOND_STAGE``, also switches it
+to predicting v) runs it after the first;
 --first-stage FILE skips the first and starts the second from FILE, --no-second-stage stops after the first.
 
 --set changes one setting of the recipe (repeat it for more), e.g. on a GPU

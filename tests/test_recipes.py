@@ -10,7 +10,9 @@ import torch
 from course_lib import pipelines, pretrained
 from course_lib.data import load_mnist
 from course_lib.ddpm import DDPMPipeline
-from course_lib.recipes import DDPM_SECOND_STAGE, FIRST_STAGES, RECIPES, SECOND_STAGE, train_model
+from course_lib.pretrained import export_weights
+from course_lib.recipes import DDPM_SECOND_STAGE, DDPM_UNET_CONFIG, FIRST_STAGES, RECIPES, SECOND_STAGE, train_model
+from course_lib.unet import UNet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,11 +25,13 @@ def test_every_shipped_checkpoint_has_a_recipe_and_load_knows_it():
 
 @pytest.mark.parametrize("name", ["ddpm", "vae"])
 def test_train_model_returns_what_load_returns(tmp_path, name):
+    # both stages where the recipe has two: the DDPM's second deepens its network, as it did the shipped one's
+    second = {"steps": 2, "batch_size": 8} if RECIPES[name].second_stage else False
     ready, info = train_model(name, tmp_path / name, device="cpu", progress=False, steps=3, batch_size=8,
-                              second_stage=False)
+                              second_stage=second)
     shipped = pipelines.load(name, device="cpu")
     assert type(ready) is type(shipped)
-    assert info["steps"] == 3 and info["script"] == f"scripts/train.py {name}" and info["train_seconds"] >= 0
+    assert info["steps"] == 3 + (second["steps"] if second else 0) and info["script"] == f"scripts/train.py {name}" and info["train_seconds"] >= 0
     assert "device cpu" in info["hardware"] and info["data"] == load_mnist("train").source
     if isinstance(ready, DDPMPipeline):
         assert ready(batch_size=2, num_inference_steps=2, sampler="ddim", progress=False).shape == (2, 1, 28, 28)
@@ -140,18 +144,28 @@ def test_a_second_stage_starts_from_the_given_first_stage_file(tmp_path):
 
 
 def test_a_second_stage_with_more_res_blocks_grows_the_first_stage_network(tmp_path):
-    """num_res_blocks=2 in the second stage: it starts from the shipped one-block network grown by unet.deepen, so
-    with a vanishing learning rate it ends computing what the first stage computed, with the deeper config recorded."""
-    shipped = pretrained.checkpoint_path("ddpm")
-    ready, info = train_model("ddpm", tmp_path, device="cpu", progress=False, first_stage=shipped,
-                              second_stage={"steps": 2, "lr": 1e-12, "warmup_steps": 1, "batch_size": 4,
-                                            "num_res_blocks": 2})
-    grown, start = pipelines.network(ready), pipelines.network(pipelines.load("ddpm", device="cpu"))
-    assert (grown.config["num_res_blocks"], start.config["num_res_blocks"]) == (2, 1)
+    """SECOND_STAGE asks for two ResBlocks per level; from a one-block first stage it starts from that network grown by
+    unet.deepen, so with a vanishing learning rate it ends computing what the first stage computed, and the stages
+    record both depths. (The first stage here is random, its output layer too: a fresh U-Net outputs zeros, which a
+    wrongly grown one would match.)"""
+    assert SECOND_STAGE["num_res_blocks"] == 2 == pipelines.network(pipelines.load("ddpm", device="cpu")).config[
+        "num_res_blocks"]
+    torch.manual_seed(0)
+    one_block = UNet(**{**DDPM_UNET_CONFIG, "num_res_blocks": 1})
+    torch.nn.init.normal_(one_block.conv_out.weight, std=0.1)
+    first_stage = tmp_path / "first.safetensors"
+    export_weights(one_block, first_stage, one_block.config,
+                   {**RECIPES["ddpm"].training, "num_res_blocks": 1, "train_seconds": 0, "hardware": "none"})
+    ready, info = train_model("ddpm", tmp_path / "run", device="cpu", progress=False, first_stage=first_stage,
+                              second_stage={"steps": 2, "lr": 1e-12, "warmup_steps": 1, "batch_size": 4})
+    grown = pipelines.network(ready)
+    assert grown.config["num_res_blocks"] == 2
     assert [stage["num_res_blocks"] for stage in info["stages"]] == [1, 2]
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([10, 700])
     with torch.no_grad():
-        assert torch.allclose(grown(x, t), start(x, t), atol=1e-4)
+        expected = one_block(x, t)
+        assert expected.abs().max() > 0.01
+        assert torch.allclose(grown(x, t), expected, atol=1e-4)
 
 
 def test_stage_arguments_that_cannot_apply_are_refused_with_a_sentence(tmp_path):
