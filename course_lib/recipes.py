@@ -157,7 +157,7 @@ def _pixel_unet(settings):
 
 def _prepare_ddpm(settings, device, run_dir):
     loss_fn = diffusion_loss(NoiseSchedule("linear"), settings["prediction_type"], settings["time_sampling"],
-                             settings.get("input_perturbation", 0.0))    # .get: runs resumed from before it existed
+                             settings["input_perturbation"])
     return _pool(), loss_fn, {"schedule": "linear, T=1000"}
 
 
@@ -310,7 +310,7 @@ def train_model(name: str, run_dir: str | Path | None = None, *, device: torch.d
 
 def _deepened(model, settings):
     """The first stage's network, grown (``unet.deepen``) to the second stage's ``num_res_blocks`` if that is more."""
-    while isinstance(model, UNet) and model.config["num_res_blocks"] < settings.get("num_res_blocks", 0):
+    while model.config["num_res_blocks"] < settings["num_res_blocks"]:
         model = deepen(model)
     return model
 

@@ -267,7 +267,6 @@ def main():
             steps[job] = min(steps[job], SECOND_STAGE["steps"])
 
     ckpt = {job: args.out / "ckpt" / f"{job}.safetensors" for job in [*JOBS, "reflow"]}
-    ddpm_ready = threading.Event()
     chosen = {}
 
     def trained(job):
@@ -293,7 +292,6 @@ def main():
                 scores[job] = sum(ddim[0]["ratio"]) / 2
         s.say("DDIM-50 FD/floor, mean of two seeds:", scores)
         if not scores:
-            ddpm_ready.set()
             return
         job = min(scores, key=scores.get)
         shipped = shipped_ddim50()
@@ -302,7 +300,6 @@ def main():
             s.say(f"{job} does not beat the shipped DDPM's DDIM-50 ({shipped:.2f}); benching it in full all the same")
         chosen["ddpm"] = job
         s.install(s.home, "ddpm", ckpt[job])
-        ddpm_ready.set()
         tree = scratch / job
         rest = ["--max-steps", "20"] if args.smoke else []
         threads = [threading.Thread(target=s.bench, args=(job, "ddpm_bench.py", ["--no-timing", *rest, *samples], tree)),
