@@ -37,8 +37,9 @@ env: $(ENV_STAMP)
 	@$(PY) -I -c "import course_lib, course_tools, pathlib as p, sys; here = p.Path('$(CURDIR)').resolve(); sys.exit(any(p.Path(m.__file__).parent != here / m.__name__ for m in (course_lib, course_tools)))" 2>/dev/null \
 	  || ($(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP))
 
+# --durations: CI must finish in 20 minutes on 2 cores; the log names the slowest tests to trim first.
 test: env
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --durations=15
 
 course: env
 	@$(PY) -m course_tools.build course $(if $(FORCE),--force)

@@ -27,12 +27,13 @@ from course_tools.bench import (TIMING_PASSES, add_output_arguments, drawn_and_t
 # (sampler, steps, variant): variant None is the sampler as it ships; the DDIM variants are for comparison:
 # without use_clipped_model_output ("raw noise"), and with DDPM's noise (eta=1) in one half of the timesteps only,
 # deterministic in the other, which show in which half DDIM falls behind DDPM.
+# DPM-Solver++(2M) at 100 steps solves the same ODE as DDIM more finely: how close any deterministic sampler gets.
 # DDPM-1000, the slowest by far, comes last so that the others are measured first.
 VARIANTS = {"raw noise": dict(use_clipped_model_output=False),
             "DDPM noise below t=500": dict(eta=1.0, eta_interval=(0.0, 0.5)),
             "DDPM noise above t=500": dict(eta=1.0, eta_interval=(0.5, 1.0))}
 CONFIGS = [("ddim", 50, None), ("ddim", 20, None), ("ddim", 10, None),
-           ("dpmsolver", 50, None), ("dpmsolver", 20, None), ("dpmsolver", 10, None),
+           ("dpmsolver", 100, None), ("dpmsolver", 50, None), ("dpmsolver", 20, None), ("dpmsolver", 10, None),
            ("ddim", 50, "raw noise"), ("ddim", 50, "DDPM noise below t=500"),
            ("ddim", 50, "DDPM noise above t=500"), ("ddpm", 50, None), ("ddpm", 1000, None)]
 SEEDS = (0, 1)

@@ -148,10 +148,13 @@ def kernel_manager(sockets: str):
     return KernelManager(kernel_name="python3")
 
 
-def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None) -> nbformat.NotebookNode:
+def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None,
+                     threads: int | None = None) -> nbformat.NotebookNode:
     """Run a notebook top to bottom in a fresh kernel and return it with outputs.
 
     A failing cell raises ``BuildError`` naming the notebook, the cell number and the error.
+    threads: the kernel's OpenMP threads (PyTorch's intra-op threads), for running notebooks side by side;
+    None leaves PyTorch's default (one per core).
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -162,7 +165,8 @@ def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None) ->
         client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(cwd or path.parent)}})
         try:
-            client.execute()
+            env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            client.execute(**({} if env is None else {"env": env}))   # start_kernel's env: the kernel's environment
         except CellExecutionError as err:
             raise BuildError(_failure(path, nb, err)) from err
         finally:   # a kernel manager we made is ours to stop: nbclient only stops kernels it made itself

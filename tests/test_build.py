@@ -1,6 +1,7 @@
 """course_tools.build: student handouts run and say "Not yet"; nothing a person edited is overwritten."""
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import nbformat
 import pytest
@@ -57,11 +58,28 @@ def _quick(path):
     nbformat.write(nb, path)
 
 
+@pytest.fixture(scope="module")
+def student_runs(student_dir):
+    """Every student handout run top to bottom, two at a time with one thread each: on two cores that takes less
+    wall time than one after the other, since much of a notebook's time is single-threaded (start-up, plotting).
+    A handout that fails gives its ``BuildError``, naming the cell."""
+    def run(path):
+        _quick(path)
+        try:
+            return build.execute_notebook(path, cwd=build.NOTEBOOKS, threads=1)
+        except BuildError as err:
+            return err
+
+    paths = [student_dir / p.name for p in build.course_notebooks()]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip((p.name for p in paths), pool.map(run, paths)))
+
+
 @pytest.mark.parametrize("chapter", [p.name for p in build.course_notebooks()])
-def test_student_notebook_runs_and_every_check_says_not_yet(student_dir, chapter):
-    path = student_dir / chapter
-    _quick(path)
-    executed = build.execute_notebook(path, cwd=build.NOTEBOOKS)  # raises, naming the cell, if any cell errors
+def test_student_notebook_runs_and_every_check_says_not_yet(student_runs, chapter):
+    executed = student_runs[chapter]
+    if isinstance(executed, BuildError):
+        raise executed
     texts = ["".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in c.outputs)
              for c in executed.cells if c.cell_type == "code"]
     stubs = sum("raise NotImplementedError()" in c.source for c in executed.cells)
@@ -160,6 +178,16 @@ def test_the_readme_course_map_shows_each_chapters_stored_figure(tmp_path):
     for fresh in written:
         shipped = build.ROOT / "docs" / "course_map" / fresh.name
         assert shipped.read_bytes() == fresh.read_bytes(), f"{shipped} is stale: python -m course_tools.build map"
+
+
+def test_a_notebook_run_with_one_thread_gets_one_torch_thread(tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("import torch\ntorch.get_num_threads()")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "threads.ipynb")
+    executed = build.execute_notebook(tmp_path / "threads.ipynb", threads=1)
+    assert executed.cells[0].outputs[0]["data"]["text/plain"] == "1"
 
 
 def test_a_failing_notebook_stops_the_build_naming_notebook_and_cell(tmp_path):
