@@ -165,8 +165,8 @@ def execute_notebook(path: Path, timeout: int = 900, cwd: Path | None = None,
         client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(cwd or path.parent)}})
         try:
-            env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            client.execute(**({} if env is None else {"env": env}))   # start_kernel's env: the kernel's environment
+            # start_kernel's env is the kernel's whole environment
+            client.execute(**({} if threads is None else {"env": {**os.environ, "OMP_NUM_THREADS": str(threads)}}))
         except CellExecutionError as err:
             raise BuildError(_failure(path, nb, err)) from err
         finally:   # a kernel manager we made is ours to stop: nbclient only stops kernels it made itself
