@@ -3,7 +3,8 @@
 For DDPM (ancestral), DDIM and DPM-Solver++(2M) at 1000 / 50 / 20 / 10 steps (the combinations in CONFIGS), ``course_lib.metrics.quality_report``: 1,000 generated digits per seed against 1,000 held-out digits,
 the real-vs-real floor at the same size against the same reference, seeds 0 and 1 reported as a range,
 precision/recall (Kynkäänniemi et al. 2019) and class shares, all in the shipped classifier's feature space.
-Then the sampling time per digit, timed alone on one batch of --timing-batch digits (the fastest of three passes).
+Then the sampling time per digit, on one batch of --timing-batch digits with nothing else running: the rows take turns,
+one pass each per round, and each keeps its fastest of three passes.
 
 Every (row, seed) is stored in bench/results/ddpm.json as soon as it is measured, with the checkpoint's
 SHA-256: an interrupted run resumes where it stopped, and a row is measured again only if the checkpoint
@@ -12,6 +13,7 @@ refreshes the table between the <!-- bench:ddpm --> markers in README.md.
 """
 
 import argparse
+import functools
 
 import torch
 
@@ -21,8 +23,9 @@ from course_lib.device import describe_device
 from course_lib.metrics import load_classifier, quality_report
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (TIMING_PASSES, add_output_arguments, drawn_and_timed, measure_seeds, sampling,
-                                save_partial, span, stored_rows, time_row, training_summary, write_results)
+from course_tools.bench import (add_output_arguments, drawn_and_timed, measure_seeds, sampling,
+                                save_partial, span, stored_rows, time_rows, timing_note,
+                                training_summary, write_results)
 
 # (sampler, steps, variant): variant None is the sampler as it ships; the DDIM variants are for comparison:
 # without use_clipped_model_output ("raw noise"), and with DDPM's noise (eta=1) in one half of the timesteps only,
@@ -69,6 +72,7 @@ def main():
     def save():
         save_partial("ddpm", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
 
+    timing = []          # (row, draw): timed after every row is measured, all in turns (course_tools.bench.time_rows)
     for sampler, steps, variant in CONFIGS:
         name = row_name(sampler, variant)
         row = done.setdefault((name, steps), {"sampler": name, "steps": steps})
@@ -81,14 +85,14 @@ def main():
             if args.retime:                          # (this block already keeps to --only and --max-steps)
                 row.pop("seconds_per_digit", None)
                 row.pop("seconds_per_digit_passes", None)
-            if "seconds_per_digit" not in row and not args.no_timing:
-                time_row(row, lambda: pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler,
-                                           seed=0, progress=False, **extra), args.timing_batch)
-                save()
+            if "seconds_per_digit" not in row and not args.no_timing and "seeds" in row:
+                timing.append((row, functools.partial(pipe, batch_size=args.timing_batch, num_inference_steps=steps,
+                                                      sampler=sampler, seed=0, progress=False, **extra)))
             if "ratio" in row:
                 print(name, steps, "FD/floor", span(row["ratio"]), flush=True)
         if "seeds" in row:
             result["rows"].append(row)
+    time_rows(timing, args.timing_batch, after_round=save)
     missing = [label(done[key]) for key in ((row_name(sampler, variant), steps) for sampler, steps, variant in CONFIGS)
                if "seeds" not in done[key]]
     if missing:           # a table without them would drop rows from ddpm.md and the README
@@ -129,8 +133,8 @@ def markdown_table(result) -> str:
               "the raw-noise row is DDIM without it. The rows with DDPM noise below or above t=500 are DDIM with `eta=1` "
               "(the fresh noise DDPM adds over the same jumps) in that half of the timesteps and deterministic in the "
               "other (`eta_interval=(0, 0.5)` or `(0.5, 1)`). The training pool itself has "
-              f"{100 * min(pool):.1f}% to {100 * max(pool):.1f}% of each class. Seconds per digit: one batch of "
-              f"{result['timing_batch']} timed alone, the fastest of {TIMING_PASSES} passes.",
+              f"{100 * min(pool):.1f}% to {100 * max(pool):.1f}% of each class. Seconds per digit: "
+              f"{timing_note(result['timing_batch'])}.",
               "", f"Checkpoint: {training_summary(info)}."]
     return "\n".join(lines) + "\n"
 

@@ -5,7 +5,8 @@ with Euler and Heun) share the U-Net, the data and the training budget (same ste
 rate and EMA; the recipes in course_lib/recipes.py). For 1, 2, 4, 8, 16 and 50 steps each:
 ``course_lib.metrics.quality_report`` (1,000 digits per seed against 1,000 held-out digits, the floor at the
 same size, seeds 0 and 1 as a range, precision/recall, class shares), the number of network calls, and
-the sampling time per digit (one batch of --timing-batch digits, timed alone, the fastest of three passes).
+the sampling time per digit (one batch of --timing-batch digits with nothing else running, the rows taking turns;
+each row's fastest of three passes).
 
 Resumable like bench/ddpm_bench.py: every (row, seed) is stored in bench/results/flow.json as soon as it
 is measured, with its checkpoint's SHA-256 (--models ddpm measures the diffusion rows alone). Writes flow.md and the README table between
@@ -13,6 +14,7 @@ is measured, with its checkpoint's SHA-256 (--models ddpm measures the diffusion
 """
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -28,9 +30,9 @@ from course_lib.pretrained import CHECKPOINTS
 from course_lib.schedule import NoiseSchedule
 from course_lib.step_search import search_sigmas
 
-from course_tools.bench import (FLOW_NAMES as NAMES, TIMING_PASSES, add_output_arguments, drawn_and_timed,
-                                measure_seeds, quality_cells, sampling, save_partial, span, stored_rows, time_row,
-                                training_summary, write_results)
+from course_tools.bench import (FLOW_NAMES as NAMES, add_output_arguments, drawn_and_timed,
+                                measure_seeds, quality_cells, sampling, save_partial, span, stored_rows, time_rows,
+                                timing_note, training_summary, write_results)
 
 STEPS = (1, 2, 4, 8, 16, 50)
 # the searched clocks (course_lib.step_search): Euler levels chosen to follow each model's own ODE, found from
@@ -116,6 +118,7 @@ def main():
     def save():
         save_partial("flow", {**result, "rows": [r for r in done.values() if "seeds" in r]}, args.out)
 
+    timing = []          # (row, draw): timed after every row is measured, all in turns (course_tools.bench.time_rows)
     for steps in STEPS:                      # the cheap rows first
         for name, model, sampler, extra in METHODS:
             if not measured(name, steps):
@@ -133,11 +136,11 @@ def main():
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
             measure_seeds(row, SEEDS, lambda seed: {**quality_report(classifier, generate, heldout, pool, args.num_samples,
                                                                      seeds=(seed,)), "sampled_on": describe_device(args.device)}, save)
-            if "seconds_per_digit" not in row and not args.no_timing:
-                time_row(row, lambda: pipe(batch_size=args.timing_batch, num_inference_steps=steps, sampler=sampler,
-                                           seed=0, progress=False, **extra), args.timing_batch)
-                save()
+            if "seconds_per_digit" not in row and not args.no_timing and "seeds" in row:
+                timing.append((row, functools.partial(pipe, batch_size=args.timing_batch, num_inference_steps=steps,
+                                                      sampler=sampler, seed=0, progress=False, **extra)))
             print(NAMES[name], steps, "FD/floor", span(row["ratio"]), flush=True)
+    time_rows(timing, args.timing_batch, after_round=save)
     wanted = [(name, steps) for steps in STEPS for name, _, _, _ in METHODS if measured(name, steps)]
     if any(key not in done or "seeds" not in done[key] for key in wanted):
         print("some rows are not measured yet; run again (with every model) for the table")
@@ -165,7 +168,7 @@ def markdown_table(result) -> str:
              f"{result['num_samples']:,} samples per seed, seeds {result['seeds']}, each against "
              f"{result['num_samples']:,} held-out digits, ranges over the seeds; floor (as many training-pool digits "
              f"against the same reference) {span(floor, '{:.1f}')}. {drawn_and_timed(rows, result['machine'])} Seconds per "
-             f"digit: one batch of {result['timing_batch']} timed alone, the fastest of {TIMING_PASSES} passes.", "",
+             f"digit: {timing_note(result['timing_batch'])}.", "",
              "| method | steps | network calls | Fréchet distance / floor | precision | recall "
              "| smallest / largest class share | s / digit |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

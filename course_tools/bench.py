@@ -4,7 +4,7 @@
     results("ldm")                        # the stored dict, wherever a notebook runs from
     generate = sampling(pipe, 250, num_inference_steps=20, sampler="ddim")   # for metrics.quality_report
     span([2.41, 2.53])                    # "2.41-2.53": a figure over seeds, reported as its range
-    time_row(row, lambda: pipe(batch_size=100), 100)   # s / digit: the fastest of TIMING_PASSES passes
+    time_rows([(row, lambda: pipe(batch_size=100))], 100)   # s / digit: the fastest of TIMING_PASSES passes
 """
 
 import json
@@ -15,24 +15,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Timing passes per row: one pass of 100 digits wandered by up to 40% between runs on the 2-core machine (another
 # process, the VM's neighbours); the machine's other work only ever slows a pass down, so the fastest is kept.
+# Its speed also drifts over minutes (on 2026-11-27 the same network call took 2.3 ms per digit, then 3.1 ms half an
+# hour later), so rows are timed in turns, one pass of each per round: a slow stretch then slows every row's pass
+# of that round alike, instead of every pass of whichever row it fell on.
 TIMING_PASSES = 3
 
 
-def seconds_per_digit(draw, batch_size: int, passes: int = TIMING_PASSES) -> list[float]:
-    """Seconds per digit of ``draw()``, which draws ``batch_size`` digits, timed ``passes`` times in a row. A row
-    stores them all and its table shows the fastest (as Python's ``timeit`` advises), under "s / digit"."""
-    times = []
+def time_rows(jobs, batch_size: int, passes: int = TIMING_PASSES, after_round=None) -> None:
+    """Time each ``(row, draw)`` of ``jobs``: ``draw()`` draws ``batch_size`` digits. Round by round, one pass of
+    every row; each row stores its seconds per digit of every pass ("seconds_per_digit_passes") and the fastest
+    ("seconds_per_digit", as Python's ``timeit`` advises), which its table shows under "s / digit".
+    ``after_round()``, if given, runs after each round (to save what is done so far)."""
+    for row, _ in jobs:
+        row["seconds_per_digit_passes"] = []
     for _ in range(passes):
-        start = time.perf_counter()
-        draw()
-        times.append(round((time.perf_counter() - start) / batch_size, 4))
-    return times
+        for row, draw in jobs:
+            start = time.perf_counter()
+            draw()
+            row["seconds_per_digit_passes"].append(round((time.perf_counter() - start) / batch_size, 4))
+            row["seconds_per_digit"] = min(row["seconds_per_digit_passes"])
+        if after_round:
+            after_round()
 
 
-def time_row(row: dict, draw, batch_size: int) -> None:
-    """Time ``draw`` into ``row``: every pass ("seconds_per_digit_passes") and the fastest ("seconds_per_digit")."""
-    row["seconds_per_digit_passes"] = seconds_per_digit(draw, batch_size)
-    row["seconds_per_digit"] = min(row["seconds_per_digit_passes"])
+def timing_note(batch_size: int) -> str:
+    """How ``time_rows`` timed a table's rows, for the sentence under it."""
+    return (f"one batch of {batch_size} with nothing else running, the rows taking turns; each row's fastest of "
+            f"{TIMING_PASSES} passes")
 
 
 def write_results(name: str, result: dict, table: str, out: Path = ROOT / "bench" / "results") -> str:

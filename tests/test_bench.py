@@ -62,14 +62,26 @@ def test_a_row_is_timed_by_its_fastest_pass():
     """A pass the machine slowed down (here the first, made to sleep) does not set the row's time; all are kept."""
     import time
 
-    from course_tools.bench import TIMING_PASSES, time_row
+    from course_tools.bench import TIMING_PASSES, time_rows
     delays = iter([0.5] + [0.02] * (TIMING_PASSES - 1))
     row = {}
-    time_row(row, lambda: time.sleep(next(delays)), batch_size=10)
+    time_rows([(row, lambda: time.sleep(next(delays)))], batch_size=10)
     assert len(row["seconds_per_digit_passes"]) == TIMING_PASSES >= 3
     # generous bounds (a busy CI machine oversleeps), but the slow pass is 25 times the others
     assert row["seconds_per_digit_passes"][0] >= 0.05 and 0.002 <= row["seconds_per_digit"] < 0.03
     assert row["seconds_per_digit"] == min(row["seconds_per_digit_passes"])
+
+
+def test_rows_are_timed_in_turns_so_a_slow_stretch_slows_every_row_alike():
+    """One pass of each row per round (a, b, a, b, ...), saving after every round; not all of a's passes first."""
+    from course_tools.bench import TIMING_PASSES, time_rows
+    calls, saved = [], []
+    a, b = {}, {"seconds_per_digit": 9.0}            # b's old timing is replaced, not kept as a pass
+    time_rows([(a, lambda: calls.append("a")), (b, lambda: calls.append("b"))], batch_size=1,
+              after_round=lambda: saved.append(len(calls)))
+    assert calls == ["a", "b"] * TIMING_PASSES
+    assert saved == [2 * (i + 1) for i in range(TIMING_PASSES)]
+    assert len(b["seconds_per_digit_passes"]) == TIMING_PASSES and b["seconds_per_digit"] < 9.0
 
 
 def test_a_share_exactly_at_a_floor_reaches_it_though_float32_stored_it_just_below():
