@@ -3,7 +3,8 @@
 For DDPM (ancestral), DDIM and DPM-Solver++(2M) at 1000 / 50 / 20 / 10 steps (the combinations in CONFIGS), ``course_lib.metrics.quality_report``: 1,000 generated digits per seed against 1,000 held-out digits,
 the real-vs-real floor at the same size against the same reference, seeds 0 and 1 reported as a range,
 precision/recall (Kynkäänniemi et al. 2019) and class shares, all in the shipped classifier's feature space.
-Then the sampling time per digit, on one batch of --timing-batch digits with nothing else running: the rows take turns,
+Real digits are measured the same way (``course_lib.metrics.real_digits``, seeds 0-5): the first row of the table,
+and the spread that 1,000 digits give by chance, with every disjoint draw of 1,000 that the training pool holds. Then the sampling time per digit, on one batch of --timing-batch digits with nothing else running: the rows take turns,
 one pass each per round, and each keeps its fastest of three passes.
 
 Every (row, seed) is stored in bench/results/ddpm.json as soon as it is measured, with the checkpoint's
@@ -20,10 +21,10 @@ import torch
 from course_lib import pipelines
 from course_lib.data import load_mnist
 from course_lib.device import describe_device
-from course_lib.metrics import load_classifier, quality_report
+from course_lib.metrics import load_classifier, quality_report, real_digits
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (add_output_arguments, drawn_and_timed, measure_seeds, sampling,
+from course_tools.bench import (add_output_arguments, draw_gaps, drawn_and_timed, measure_seeds, sampling,
                                 save_partial, span, stored_rows, time_rows, timing_note,
                                 training_summary, write_results)
 
@@ -40,6 +41,9 @@ CONFIGS = [("ddim", 50, None), ("ddim", 20, None), ("ddim", 10, None),
            ("ddim", 50, "raw noise"), ("ddim", 50, "DDPM noise below t=500"),
            ("ddim", 50, "DDPM noise above t=500"), ("ddpm", 50, None), ("ddpm", 1000, None)]
 SEEDS = (0, 1)
+# Real handwriting measured like a model (course_lib.metrics.real_digits), on more seeds than the rows: what each
+# figure reads for a perfect model, and how far 1,000 digits move it by sampling alone.
+REAL_SEEDS = tuple(range(6))
 NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmsolver": "DPM-Solver++(2M)"}
 
 
@@ -100,7 +104,29 @@ def main():
         return
     pool_shares = torch.bincount(load_mnist("train").labels, minlength=10).double() / len(pool)
     result["training_pool_class_shares"] = [round(float(s), 4) for s in pool_shares]
+    draws = [quality_report(classifier, real_digits(heldout, pool, args.num_samples, draw), heldout, pool,
+                            args.num_samples, REAL_SEEDS) for draw in range(1, len(pool) // args.num_samples)]
+    result["real_digits"] = draws[0]            # the table's row
+    # per seed: the Fréchet distance of every disjoint draw of real digits, the floor's first
+    result["real_draws_fd"] = [[draws[0]["floor"][i]] + [d["fd"][i] for d in draws] for i in range(len(REAL_SEEDS))]
     print(write_results("ddpm", result, markdown_table(result), args.out))
+
+
+def sampling_noise(real: dict) -> str:
+    """What real digits read over all their seeds: the spread that 1,000 digits give by chance."""
+    return (f"over seeds {real['seeds'][0]}-{real['seeds'][-1]} they read {span(real['ratio'])} × the floor, precision "
+            f"{span(real['precision'])}, recall {span(real['recall'])}, smallest class share "
+            f"{span(real['min_class_share'], '{:.1%}')} and largest {span(real['max_class_share'], '{:.1%}')}: "
+            "a perfect model's figures would move this much from seed to seed")
+
+
+def draw_note(result: dict) -> str:
+    """The spread between disjoint draws of real digits against one reference, in words."""
+    fds, gaps = result["real_draws_fd"], draw_gaps(result["real_draws_fd"])
+    return (f"Against one seed's reference, {len(fds[0])} disjoint draws of {result['num_samples']:,} real digits "
+            f"(the floor's and {len(fds[0]) - 1} more) have Fréchet distances within a factor {gaps['q90']:.2f} of each "
+            f"other in 9 pairs of 10, and up to {gaps['largest']:.2f} (seed {result['real_digits']['seeds'][gaps['seed']]}): "
+            "two rows of one seed that differ by less than that may differ by the draw alone.")
 
 
 def display_name(row: dict) -> str:
@@ -121,6 +147,11 @@ def markdown_table(result) -> str:
              f"against the same reference ({span(floor, '{:.1f}')}). {drawn_and_timed(rows, result['machine'], label)}", "",
              "| sampler | steps | Fréchet distance / floor | precision | recall | smallest / largest class share "
              "| s / digit |", "|---|---|---|---|---|---|---|"]
+    real, seeds = result["real_digits"], result["seeds"]
+    real_row = {key: [v for s, v in zip(real["seeds"], real[key]) if s in seeds] for key in real if key != "num_samples"}
+    lines.append(f"| real digits (training pool) | – | {span(real_row['ratio'])} | {span(real_row['precision'])} | "
+                 f"{span(real_row['recall'])} | {span(real_row['min_class_share'], '{:.1%}')} / "
+                 f"{span(real_row['max_class_share'], '{:.1%}')} | – |")
     for r in rows:
         name = display_name(r)
         seconds = f"{r['seconds_per_digit']:.3f}" if "seconds_per_digit" in r else "–"
@@ -129,7 +160,9 @@ def markdown_table(result) -> str:
                      f"{span(r['recall'])} | {span(r['min_class_share'], '{:.1%}')} / "
                      f"{span(r['max_class_share'], '{:.1%}')} | {seconds} |")
     pool = result["training_pool_class_shares"]
-    lines += ["", "DDIM uses `use_clipped_model_output=True` (the noise recomputed from the clipped x0 guess); "
+    lines += ["", f"Real digits: {result['num_samples']:,} training-pool digits per seed that the floor did not draw, "
+              f"measured like a sampler's ({sampling_noise(real)}). {draw_note(result)}",
+              "", "DDIM uses `use_clipped_model_output=True` (the noise recomputed from the clipped x0 guess); "
               "the raw-noise row is DDIM without it. The rows with DDPM noise below or above t=500 are DDIM with `eta=1` "
               "(the fresh noise DDPM adds over the same jumps) in that half of the timesteps and deterministic in the "
               "other (`eta_interval=(0, 0.5)` or `(0.5, 1)`). The training pool itself has "

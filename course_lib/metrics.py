@@ -15,6 +15,7 @@
 * ``quality_report`` is the course's measuring protocol: 1,000 generated digits per figure against
   1,000 held-out ones, the floor measured at the same size against the same reference, two seeds
   reported as a range, class coverage and precision/recall beside the Fréchet distance.
+  ``real_digits`` measures real handwriting the same way: the scores a perfect model could expect.
 """
 
 from __future__ import annotations
@@ -170,6 +171,33 @@ def within_class_spread(fake_features: torch.Tensor, fake_labels: torch.Tensor, 
     return float(torch.stack(ratios).mean())
 
 
+def _draws(seed: int, num_heldout: int, num_pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The orders in which seed ``seed`` draws the held-out digits (the reference: the first ``num_samples``) and
+    the training pool (the floor: its first ``num_samples``)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(num_heldout, generator=g), torch.randperm(num_pool, generator=g)
+
+
+def real_digits(heldout_images: torch.Tensor, pool_images: torch.Tensor, num_samples: int = 1000, draw: int = 1):
+    """A ``generate(seed, n)`` for ``quality_report`` that returns real digits: n training-pool digits that the
+    floor of that seed did not draw (draw k takes the digits from k * num_samples on, in the order the floor took
+    its first num_samples from; different draws share no digit). Measured like a model, they show what each figure
+    reads for real handwriting at this sample size: Fréchet distance / floor near 1, precision and recall below 1
+    (each set's k-NN manifold misses some of the other's points), class shares off 10% by sampling alone.
+    Needs a pool of at least ``draw * num_samples + n`` digits."""
+    if draw < 1:
+        raise ValueError(f"draw must be 1 or more (draw 0 is the floor's own digits), got {draw}")
+
+    def generate(seed: int, n: int) -> torch.Tensor:
+        start = draw * num_samples
+        if start + n > len(pool_images):
+            raise ValueError(f"the training pool has {len(pool_images):,} digits: too few for draw {draw} of "
+                             f"{num_samples:,} (digits {start:,} to {start + n:,}); use a smaller draw or num_samples")
+        _, pool_order = _draws(seed, len(heldout_images), len(pool_images))
+        return pool_images[pool_order[start:start + n]]
+    return generate
+
+
 def quality_report(classifier: MNISTClassifier, generate, heldout_images: torch.Tensor, pool_images: torch.Tensor,
                    num_samples: int = 1000, seeds=(0, 1)) -> dict:
     """The course's protocol for one way of generating digits.
@@ -183,11 +211,9 @@ def quality_report(classifier: MNISTClassifier, generate, heldout_images: torch.
     keys = ("fd", "floor", "ratio", "precision", "recall", "min_class_share", "max_class_share")
     report = {key: [] for key in keys} | {"num_samples": num_samples, "seeds": list(seeds)}
     for seed in seeds:
-        g = torch.Generator().manual_seed(seed)
-        reference = classifier_features(classifier, heldout_images[torch.randperm(len(heldout_images), generator=g)
-                                                                   [:num_samples]])
-        real = classifier_features(classifier, pool_images[torch.randperm(len(pool_images), generator=g)
-                                                           [:num_samples]])
+        heldout_order, pool_order = _draws(seed, len(heldout_images), len(pool_images))
+        reference = classifier_features(classifier, heldout_images[heldout_order[:num_samples]])
+        real = classifier_features(classifier, pool_images[pool_order[:num_samples]])
         samples = generate(seed, num_samples)
         fake = classifier_features(classifier, samples)
         fd, floor = frechet_distance(fake, reference), frechet_distance(real, reference)

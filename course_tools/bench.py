@@ -176,6 +176,41 @@ def span(values, fmt: str = "{:.2f}") -> str:
     return low if low == high else f"{low}-{high}"
 
 
+OVERLAP = "within the seeds' spread of"
+
+
+def compare(a, b, below: str = "lower than", above: str = "higher than", overlap: str = OVERLAP) -> str:
+    """Where figure ``a``, measured over seeds, stands against ``b``, judged by their ranges: ``below`` when all of
+    a's values lie under all of b's, ``above`` when all lie over, ``overlap`` when the ranges overlap (the seeds
+    cannot tell them apart). E.g. compare([1.2, 1.3], [1.4, 1.5], "better than", "worse than") -> "better than"."""
+    if max(a) < min(b):
+        return below
+    if min(a) > max(b):
+        return above
+    return overlap
+
+
+def draw_gaps(fds_by_seed) -> dict:
+    """How far apart the Fréchet distances of disjoint draws of real digits lie when each is measured against the
+    same reference: for every pair of draws of one seed, the larger distance over the smaller.
+
+    fds_by_seed: one list per seed, the distance of each draw to that seed's reference (the floor's draw included).
+    Returns {"q90": the factor 9 pairs in 10 stay within, "largest": the largest factor, "seed": the index of the
+    seed it came from, "pairs": how many pairs, "factors": every pair's factor, ascending}. A gap between two rows
+    of one seed that is smaller than these is within what drawing 1,000 digits does by chance."""
+    import numpy as np
+
+    factors, largest, where = [], 0.0, None
+    for i, fds in enumerate(fds_by_seed):
+        for a in range(len(fds)):
+            for b in range(a + 1, len(fds)):
+                factors.append(max(fds[a], fds[b]) / min(fds[a], fds[b]))
+                if factors[-1] > largest:
+                    largest, where = factors[-1], i
+    return {"q90": float(np.quantile(factors, 0.9)), "largest": largest, "seed": where, "pairs": len(factors),
+            "factors": sorted(factors)}
+
+
 def quality_cells(row: dict) -> str:
     """A ``metrics.quality_report`` row as Markdown table cells, ranges over the seeds:
     "FD / floor | precision | recall | smallest / largest class share"."""

@@ -91,6 +91,23 @@ def test_a_share_exactly_at_a_floor_reaches_it_though_float32_stored_it_just_bel
     assert not meets_floors(row("cfg", 3.0, (1.2, 1.2), (0.995, 0.995), (0.949, 0.96), (0.85, 0.9)))
 
 
+def test_compare_calls_two_figures_apart_only_when_their_seed_ranges_do_not_overlap():
+    from course_tools.bench import OVERLAP, compare
+    assert compare([1.2, 1.3], [1.4, 1.5]) == "lower than"
+    assert compare([1.4, 1.5], [1.2, 1.3], "better than", "worse than") == "worse than"
+    assert compare([1.2, 1.4], [1.4, 1.5]) == OVERLAP          # touching ranges: the seeds cannot separate them
+    assert compare([1.0, 2.0], [1.4, 1.5], overlap="as good as") == "as good as"   # one range inside the other
+    assert compare([1.3, 1.2], [1.4]) == "lower than"           # the order of the seeds does not matter
+
+
+def test_draw_gaps_compare_draws_only_within_a_seed():
+    from course_tools.bench import draw_gaps
+    gaps = draw_gaps([[4.0, 4.4, 5.0], [8.0, 8.0, 12.0]])    # seed 1's distances are larger, but only ratios count
+    assert gaps["pairs"] == 6 and gaps["seed"] == 1
+    assert abs(gaps["largest"] - 1.5) < 1e-12                # 12 / 8; never 12 / 4.0 across seeds
+    assert 1.25 < gaps["q90"] <= 1.5
+
+
 def test_training_summary_says_what_each_stage_did():
     one = {"steps": 12000, "batch_size": 64, "lr": 1e-3, "train_seconds": 7702, "hardware": "x86_64, 2 CPU threads"}
     assert training_summary(one) == "12,000 steps of 64, 7,702 s on x86_64, 2 CPU threads"
