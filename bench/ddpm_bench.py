@@ -21,11 +21,11 @@ import torch
 from course_lib import pipelines
 from course_lib.data import load_mnist
 from course_lib.device import describe_device
-from course_lib.metrics import load_classifier, quality_report, real_digits
+from course_lib.metrics import load_classifier, quality_report, real_digits, real_draw_distances
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (add_output_arguments, draw_gaps, drawn_and_timed, measure_seeds, sampling,
-                                save_partial, span, stored_rows, time_rows, timing_note,
+from course_tools.bench import (add_output_arguments, draw_gaps, drawn_and_timed, measure_seeds, on_seeds,
+                                quality_cells, sampling, save_partial, span, stored_rows, time_rows, timing_note,
                                 training_summary, write_results)
 
 # (sampler, steps, variant): variant None is the sampler as it ships; the DDIM variants are for comparison:
@@ -104,11 +104,10 @@ def main():
         return
     pool_shares = torch.bincount(load_mnist("train").labels, minlength=10).double() / len(pool)
     result["training_pool_class_shares"] = [round(float(s), 4) for s in pool_shares]
-    draws = [quality_report(classifier, real_digits(heldout, pool, args.num_samples, draw), heldout, pool,
-                            args.num_samples, REAL_SEEDS) for draw in range(1, len(pool) // args.num_samples)]
-    result["real_digits"] = draws[0]            # the table's row
+    result["real_digits"] = quality_report(classifier, real_digits(heldout, pool, args.num_samples), heldout, pool,
+                                           args.num_samples, REAL_SEEDS)      # the table's first row
     # per seed: the Fréchet distance of every disjoint draw of real digits, the floor's first
-    result["real_draws_fd"] = [[draws[0]["floor"][i]] + [d["fd"][i] for d in draws] for i in range(len(REAL_SEEDS))]
+    result["real_draws_fd"] = real_draw_distances(classifier, heldout, pool, args.num_samples, REAL_SEEDS)
     print(write_results("ddpm", result, markdown_table(result), args.out))
 
 
@@ -147,11 +146,8 @@ def markdown_table(result) -> str:
              f"against the same reference ({span(floor, '{:.1f}')}). {drawn_and_timed(rows, result['machine'], label)}", "",
              "| sampler | steps | Fréchet distance / floor | precision | recall | smallest / largest class share "
              "| s / digit |", "|---|---|---|---|---|---|---|"]
-    real, seeds = result["real_digits"], result["seeds"]
-    real_row = {key: [v for s, v in zip(real["seeds"], real[key]) if s in seeds] for key in real if key != "num_samples"}
-    lines.append(f"| real digits (training pool) | – | {span(real_row['ratio'])} | {span(real_row['precision'])} | "
-                 f"{span(real_row['recall'])} | {span(real_row['min_class_share'], '{:.1%}')} / "
-                 f"{span(real_row['max_class_share'], '{:.1%}')} | – |")
+    real = result["real_digits"]
+    lines.append(f"| real digits (training pool) | – | {quality_cells(on_seeds(real, result['seeds']))} | – |")
     for r in rows:
         name = display_name(r)
         seconds = f"{r['seconds_per_digit']:.3f}" if "seconds_per_digit" in r else "–"

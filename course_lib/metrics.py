@@ -15,7 +15,8 @@
 * ``quality_report`` is the course's measuring protocol: 1,000 generated digits per figure against
   1,000 held-out ones, the floor measured at the same size against the same reference, two seeds
   reported as a range, class coverage and precision/recall beside the Fréchet distance.
-  ``real_digits`` measures real handwriting the same way: the scores a perfect model could expect.
+  ``real_digits`` measures real handwriting the same way: the scores a perfect model could expect;
+  ``real_draw_distances`` how far the draw of 1,000 digits alone moves the Fréchet distance.
 """
 
 from __future__ import annotations
@@ -196,6 +197,21 @@ def real_digits(heldout_images: torch.Tensor, pool_images: torch.Tensor, num_sam
         _, pool_order = _draws(seed, len(heldout_images), len(pool_images))
         return pool_images[pool_order[start:start + n]]
     return generate
+
+
+def real_draw_distances(classifier: MNISTClassifier, heldout_images: torch.Tensor, pool_images: torch.Tensor,
+                        num_samples: int = 1000, seeds=(0, 1)) -> list[list[float]]:
+    """Per seed, the Fréchet distance to that seed's reference of every disjoint draw of ``num_samples`` training-pool
+    digits the pool holds, in the order ``real_digits`` numbers them: draw 0 is the floor's, draw 1 the first that
+    ``real_digits`` hands out. How far these lie apart is how far the draw alone moves a figure."""
+    distances = []
+    for seed in seeds:
+        heldout_order, pool_order = _draws(seed, len(heldout_images), len(pool_images))
+        reference = classifier_features(classifier, heldout_images[heldout_order[:num_samples]])
+        distances.append([frechet_distance(classifier_features(
+            classifier, pool_images[pool_order[start:start + num_samples]]), reference)
+            for start in range(0, len(pool_images) - num_samples + 1, num_samples)])
+    return distances
 
 
 def quality_report(classifier: MNISTClassifier, generate, heldout_images: torch.Tensor, pool_images: torch.Tensor,

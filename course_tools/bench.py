@@ -190,6 +190,25 @@ def compare(a, b, below: str = "lower than", above: str = "higher than", overlap
     return overlap
 
 
+def on_seeds(report: dict, seeds) -> dict:
+    """A ``metrics.quality_report`` cut down to the given seeds (each per-seed list keeps those seeds' values)."""
+    keep = [i for i, s in enumerate(report["seeds"]) if s in seeds]
+    return {key: [value[i] for i in keep] if isinstance(value, list) else value for key, value in report.items()}
+
+
+def real_digit_figures(rows) -> dict:
+    """The DDPM bench's results, for what real digits read under the protocol ("real_digits", one draw per seed,
+    and "real_draws_fd", every disjoint draw's Fréchet distance): to be read beside another bench's ``rows``, which
+    must have been measured against the same reference and floor; a row whose floor differs is refused."""
+    ddpm = results("ddpm")
+    floors = dict(zip(ddpm["real_digits"]["seeds"], ddpm["real_digits"]["floor"]))
+    for row in rows:
+        if any(abs(floor - floors[seed]) > 1e-3 * floors[seed] for seed, floor in zip(row["seeds"], row["floor"])):
+            raise ValueError(f"a row's floor {row['floor']} is not the DDPM bench's for seeds {row['seeds']}: "
+                             "measure both with the same held-out digits, pool, sample size and seeds")
+    return ddpm
+
+
 def draw_gaps(fds_by_seed) -> dict:
     """How far apart the Fréchet distances of disjoint draws of real digits lie when each is measured against the
     same reference: for every pair of draws of one seed, the larger distance over the smaller.

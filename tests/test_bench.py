@@ -108,6 +108,21 @@ def test_draw_gaps_compare_draws_only_within_a_seed():
     assert 1.25 < gaps["q90"] <= 1.5
 
 
+def test_on_seeds_keeps_the_asked_seeds_values_of_every_per_seed_list():
+    from course_tools.bench import on_seeds
+    report = {"seeds": [0, 1, 2], "ratio": [1.0, 1.5, 0.9], "floor": [4.0, 4.1, 4.2], "num_samples": 1000}
+    assert on_seeds(report, [0, 2]) == {"seeds": [0, 2], "ratio": [1.0, 0.9], "floor": [4.0, 4.2], "num_samples": 1000}
+
+
+def test_real_digit_figures_are_refused_beside_rows_with_another_floor():
+    from course_tools.bench import real_digit_figures, results
+    flow_rows = results("flow")["rows"]                  # measured against the same reference digits and floor
+    assert "real_draws_fd" in real_digit_figures(flow_rows)
+    moved = {**flow_rows[0], "floor": [f * 1.01 for f in flow_rows[0]["floor"]]}
+    with pytest.raises(ValueError, match="not the DDPM bench's"):
+        real_digit_figures([moved])
+
+
 def test_training_summary_says_what_each_stage_did():
     one = {"steps": 12000, "batch_size": 64, "lr": 1e-3, "train_seconds": 7702, "hardware": "x86_64, 2 CPU threads"}
     assert training_summary(one) == "12,000 steps of 64, 7,702 s on x86_64, 2 CPU threads"

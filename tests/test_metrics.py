@@ -112,6 +112,17 @@ def test_real_digits_are_pool_digits_the_floor_did_not_draw():
         real_digits(heldout, pool, num_samples=10, draw=0)
 
 
+def test_real_draw_distances_are_the_floor_then_each_real_draw_measured_as_quality_report_does():
+    from course_lib.metrics import real_draw_distances
+    classifier = load_classifier()
+    heldout, pool = load_mnist("test").images, load_mnist("train").images[:1300]
+    distances = real_draw_distances(classifier, heldout, pool, num_samples=300, seeds=(0, 1))
+    report = quality_report(classifier, real_digits(heldout, pool, 300, draw=2), heldout, pool, 300, seeds=(0, 1))
+    assert [len(d) for d in distances] == [4, 4]                 # 1,300 digits hold four disjoint draws of 300
+    assert [d[0] for d in distances] == report["floor"] and [d[2] for d in distances] == report["fd"]
+    assert len(set(distances[0])) == 4                           # different digits, different distances
+
+
 def test_within_class_spread_sees_collapse_and_ignores_class_means():
     from course_lib.metrics import within_class_spread
     g = torch.Generator().manual_seed(0)
