@@ -88,7 +88,7 @@ DDPM_JOBS = [job for job, (recipe, _) in JOBS.items() if recipe == "ddpm"]
 EQUAL_STEPS = ("flow", *DDPM_JOBS)    # trained for the same number of steps: equal training compute
 PROBE_STEPS = 150
 MOST_STEPS = 10_000     # a ceiling only: the jobs train for as many steps as fit (the EMA and the cosine decay follow)
-AFTER_TRAINING = 250          # seconds the benches and reflow need after the last model is trained
+AFTER_TRAINING = 270          # seconds the benches and reflow need after the last model is trained (250 cut the last rows off)
 # what a copy of the repository leaves out: run state, the environment, build outputs and the lease's own files
 COPY_IGNORE = shutil.ignore_patterns("runs", ".git", ".gpu", ".venv", "build", "__pycache__", "*.ipynb")
 
