@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import denormalize
-from .device import to_device
 from .samplers import make_scheduler
 from .schedule import (EVERY_STEP, NoiseSchedule, check_prediction_type, check_time_sampling, in_interval,
                        sample_sigmas)
@@ -37,8 +36,7 @@ def prediction_loss(model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tenso
     ``diffusion_loss``); the target is still made from ``noise``.
     """
     target = schedule.training_target(x0, noise, t, prediction_type)    # the noise itself for "epsilon"
-    x_t = schedule.q_sample(x0, t, noise if input_noise is None else input_noise)
-    return F.mse_loss(model(x_t, to_device(torch.as_tensor(t), x0.device)), target)
+    return F.mse_loss(model(schedule.q_sample(x0, t, noise if input_noise is None else input_noise), t), target)
 
 
 def sample_timesteps(n: int, schedule: NoiseSchedule, generator: torch.Generator | None = None,
@@ -76,12 +74,11 @@ def diffusion_loss(schedule: NoiseSchedule, prediction_type: str = "epsilon", ti
     def loss_fn(model, batch, generator):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         x0 = images * 2 - 1                                          # [0, 1] -> [-1, 1]
-        # drawn on the CPU, so that a seed gives the same steps on any device; t stays there (see prediction_loss)
-        t = sample_timesteps(x0.shape[0], schedule, generator, time_sampling)
-        noise = to_device(torch.randn(x0.shape, generator=generator), x0.device)
+        t = sample_timesteps(x0.shape[0], schedule, generator, time_sampling).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         input_noise = None
         if input_perturbation:
-            input_noise = noise + input_perturbation * to_device(torch.randn(x0.shape, generator=generator), x0.device)
+            input_noise = noise + input_perturbation * torch.randn(x0.shape, generator=generator).to(x0.device)
         return prediction_loss(model, x0, t, noise, schedule, prediction_type, input_noise)
 
     check_prediction_type(prediction_type)

@@ -61,18 +61,3 @@ def describe_device(device: torch.device | str = "cpu") -> str:
     device = torch.device(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     return f"{platform.machine()}, {where}"
-
-
-def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """``tensor.to(device)``, without making the CPU wait for the GPU when ``tensor`` is on the CPU and ``device``
-    is a CUDA GPU: the values are the same, only the copy is asynchronous.
-
-    A plain copy from ordinary CPU memory first waits until the GPU has finished everything queued before it, so a
-    training step that copies its batch and noise in could not be queued while the last one still runs; a small U-Net's
-    steps then take the CPU's time plus the GPU's instead of the larger of the two. A copy from pinned (page-locked)
-    memory with ``non_blocking=True`` waits for nothing; PyTorch keeps the pinned buffer until the copy is done.
-    """
-    device = torch.device(device)
-    if device.type != "cuda" or tensor.device.type != "cpu":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)

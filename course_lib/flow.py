@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import denormalize
-from .device import to_device
 from .samplers import SchedulerOutput
 from .schedule import TIME_SAMPLING, convert_prediction, sample_sigmas  # noqa: F401 (both part of flow's API)
 from .unet import UNet
@@ -70,8 +69,8 @@ def flow_matching_loss(time_sampling: str = "uniform"):
     def loss_fn(model, batch, generator):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         x0 = images * 2 - 1                                            # [0, 1] -> [-1, 1], as for the DDPM
-        sigma = to_device(sample_sigmas(x0.shape[0], generator, time_sampling), x0.device)
-        noise = to_device(torch.randn(x0.shape, generator=generator), x0.device)
+        sigma = sample_sigmas(x0.shape[0], generator, time_sampling).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         return velocity_loss(model, x0, sigma, noise)
 
     return loss_fn
@@ -328,7 +327,7 @@ def reflow_loss(time_sampling: str = "uniform"):
 
     def loss_fn(model, batch, generator):
         noise, x0 = batch
-        sigma = to_device(sample_sigmas(x0.shape[0], generator, time_sampling), x0.device)
+        sigma = sample_sigmas(x0.shape[0], generator, time_sampling).to(x0.device)
         return velocity_loss(model, x0, sigma, noise)
 
     return loss_fn

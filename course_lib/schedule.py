@@ -30,7 +30,6 @@ import math
 
 import torch
 
-from .device import to_device
 from .validate import check_int
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -178,7 +177,7 @@ class NoiseSchedule:
         if idx.ndim == 1 and like.ndim >= 1 and len(idx) not in (1, like.shape[0]):
             raise ValueError(f"got {len(idx)} timesteps for a batch of {like.shape[0]} images; "
                              "pass one timestep per image, or a single int")
-        out = to_device(values[idx].to(like.dtype), like.device)     # idx is on the CPU: no wait for the GPU
+        out = values[idx].to(device=like.device, dtype=like.dtype)
         return out.reshape(-1, *([1] * (like.ndim - 1))) if idx.ndim == 1 else out
 
 

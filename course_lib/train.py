@@ -25,7 +25,6 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .device import to_device
 from .validate import check_int
 
 PRECISIONS = ("float32", "bfloat16")
@@ -174,7 +173,7 @@ def _record(result: TrainResult, pending: list, lr: float) -> None:
 
 def _to_device(batch, device):
     if isinstance(batch, torch.Tensor):
-        return to_device(batch, device)
+        return batch.to(device)
     return type(batch)(_to_device(b, device) for b in batch)
 
 

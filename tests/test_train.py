@@ -297,15 +297,3 @@ def test_building_the_diffusion_loss_draws_nothing_from_the_global_generator():
         diffusion_loss(NoiseSchedule(), time_sampling=time_sampling)
         assert torch.equal(torch.rand(3), expected)
 
-
-def test_to_device_copies_to_a_gpu_asynchronously_and_leaves_other_moves_alone(monkeypatch):
-    """A CPU tensor bound for CUDA goes through pinned memory with non_blocking=True (so the training loop never
-    waits for the GPU at a copy); any other move is a plain .to()."""
-    from course_lib.device import to_device
-    x = torch.randn(4)
-    assert to_device(x, "cpu") is x
-    calls = []
-    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self.clone())
-    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append((str(a[0]), k)) or self)
-    assert torch.equal(to_device(x, "cuda"), x)
-    assert calls == ["pin", ("cuda", {"non_blocking": True})]
