@@ -296,4 +296,3 @@ def test_building_the_diffusion_loss_draws_nothing_from_the_global_generator():
         torch.manual_seed(0)
         diffusion_loss(NoiseSchedule(), time_sampling=time_sampling)
         assert torch.equal(torch.rand(3), expected)
-
