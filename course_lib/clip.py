@@ -49,7 +49,7 @@ class TextEncoder(nn.Module):
     """Token ids (B, L) -> (token embeddings (B, L, width), pooled (B, width)).
 
     Like CLIP's: learned token and position embeddings, causal self-attention (each token sees
-    only the ones before it), a final LayerNorm; the pooled vector is read at the <end> token,
+    itself and the ones before it), a final LayerNorm; the pooled vector is read at the <end> token,
     the first position that has seen the whole text.
     """
 
