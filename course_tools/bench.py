@@ -230,6 +230,12 @@ def draw_gaps(fds_by_seed) -> dict:
             "factors": sorted(factors)}
 
 
+def share_apart(gaps: dict, factor: float) -> float:
+    """The share of ``draw_gaps``' pairs of real-digit draws at least ``factor`` apart: how often drawing 1,000 real
+    digits twice makes a gap this large by chance alone."""
+    return sum(f >= factor for f in gaps["factors"]) / gaps["pairs"]
+
+
 def quality_cells(row: dict) -> str:
     """A ``metrics.quality_report`` row as Markdown table cells, ranges over the seeds:
     "FD / floor | precision | recall | smallest / largest class share"."""

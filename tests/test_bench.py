@@ -144,3 +144,11 @@ def test_the_ddpm_bench_writes_no_table_while_rows_are_missing(tmp_path, monkeyp
     bench.main()
     assert "not measured yet: DDIM at 50 steps, DDIM at 20 steps," in capsys.readouterr().out
     assert not (tmp_path / "ddpm.md").exists()
+
+
+def test_share_apart_counts_the_real_pairs_at_least_that_far_apart():
+    from course_tools.bench import draw_gaps, share_apart
+    gaps = draw_gaps([[4.0, 4.4, 5.0]])          # pairs 1.1, 1.136..., 1.25
+    assert share_apart(gaps, 1.1) == 1.0          # "at least": a pair exactly 1.1 apart counts
+    assert share_apart(gaps, 1.2) == 1 / 3
+    assert share_apart(gaps, 1.3) == 0.0
