@@ -11,6 +11,9 @@ Every (row, seed) is stored in bench/results/ddpm.json as soon as it is measured
 SHA-256: an interrupted run resumes where it stopped, and a row is measured again only if the checkpoint
 changed (or with --force). DDPM-1000 alone takes over an hour on two CPU cores. Also writes ddpm.md and
 refreshes the table between the <!-- bench:ddpm --> markers in README.md.
+
+More seeds for some rows go to a folder of their own, so that the table's rows keep one set of seeds, e.g.
+python bench/ddpm_bench.py --seeds 2 3 --rows ddim-50,ddpm-1000 --no-timing --out bench/results/ddpm_more_seeds
 """
 
 import argparse
@@ -24,7 +27,7 @@ from course_lib.device import describe_device
 from course_lib.metrics import load_classifier, quality_report, real_digits, real_draw_distances
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (add_output_arguments, draw_gaps, drawn_and_timed, measure_seeds, on_seeds,
+from course_tools.bench import (ROOT, add_output_arguments, draw_gaps, drawn_and_timed, measure_seeds, on_seeds,
                                 quality_cells, sampling, save_partial, span, stored_rows, time_rows, timing_note,
                                 training_summary, write_results)
 
@@ -41,6 +44,7 @@ CONFIGS = [("ddim", 50, None), ("ddim", 20, None), ("ddim", 10, None),
            ("ddim", 50, "raw noise"), ("ddim", 50, "DDPM noise below t=500"),
            ("ddim", 50, "DDPM noise above t=500"), ("ddpm", 50, None), ("ddpm", 1000, None)]
 SEEDS = (0, 1)
+RESULTS = ROOT / "bench" / "results"     # the table's home: ddpm.json, ddpm.md and the README's copy
 # Real handwriting measured like a model (course_lib.metrics.real_digits), on more seeds than the rows: what each
 # figure reads for a perfect model, and how far 1,000 digits move it by sampling alone.
 REAL_SEEDS = tuple(range(6))
@@ -58,6 +62,9 @@ def main():
     parser.add_argument("--timing-batch", type=int, default=100)
     parser.add_argument("--only", default=None, help="measure only rows of this sampler, e.g. ddim")
     parser.add_argument("--max-steps", type=int, default=1000, help="measure only rows with at most this many steps")
+    parser.add_argument("--rows", default=None, help="measure only these rows as shipped, e.g. ddim-50,ddpm-1000")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help=f"the seeds to measure (default {' '.join(map(str, SEEDS))}; others need their own --out)")
     parser.add_argument("--no-timing", action="store_true",
                         help="skip the timing passes (while the machine is busy; run again later to time)")
     parser.add_argument("--timing-only", action="store_true",
@@ -66,11 +73,18 @@ def main():
                         help="time every row again (do it alone on the machine, so that all rows are timed alike)")
     add_output_arguments(parser)
     args = parser.parse_args()
+    plain = {f"{sampler}-{steps}" for sampler, steps, variant in CONFIGS if variant is None}
+    chosen = None if args.rows is None else set(args.rows.split(","))
+    if chosen is not None and not chosen <= plain:
+        parser.error(f"--rows: no row {', '.join(sorted(chosen - plain))}; choose from {', '.join(sorted(plain))}")
+    if args.seeds != list(SEEDS) and args.out.resolve() == RESULTS.resolve():
+        parser.error(f"--seeds {' '.join(map(str, args.seeds))}: other seeds than the table's go to a folder of their "
+                     "own; add e.g. --out bench/results/ddpm_more_seeds")
     pipe, classifier = pipelines.load("ddpm", device=args.device), load_classifier()
     heldout, pool = load_mnist("test").images, load_mnist("train").images
     identity = {"checkpoint_sha256": CHECKPOINTS["ddpm"][1], "num_samples": args.num_samples}
     done = {} if args.force else stored_rows("ddpm", identity, lambda r: (r["sampler"], r["steps"]), args.out)
-    result = {**identity, "seeds": list(SEEDS), "timing_batch": args.timing_batch, "checkpoint": pipe.info,
+    result = {**identity, "seeds": args.seeds, "timing_batch": args.timing_batch, "checkpoint": pipe.info,
               "machine": describe_device(args.device), "rows": []}
 
     def save():
@@ -80,10 +94,11 @@ def main():
     for sampler, steps, variant in CONFIGS:
         name = row_name(sampler, variant)
         row = done.setdefault((name, steps), {"sampler": name, "steps": steps})
-        if args.only in (None, sampler) and steps <= args.max_steps:
+        if (args.only in (None, sampler) and steps <= args.max_steps
+                and (chosen is None or (variant is None and f"{sampler}-{steps}" in chosen))):
             extra = VARIANTS.get(variant, {})
             generate = sampling(pipe, args.batch_size, num_inference_steps=steps, sampler=sampler, **extra)
-            measure_seeds(row, () if args.timing_only else SEEDS,
+            measure_seeds(row, () if args.timing_only else args.seeds,
                           lambda seed: {**quality_report(classifier, generate, heldout, pool, args.num_samples,
                                                          seeds=(seed,)), "sampled_on": describe_device(args.device)}, save)
             if args.retime:                          # (this block already keeps to --only and --max-steps)
@@ -99,8 +114,12 @@ def main():
     time_rows(timing, args.timing_batch, after_round=save)
     missing = [label(done[key]) for key in ((row_name(sampler, variant), steps) for sampler, steps, variant in CONFIGS)
                if "seeds" not in done[key]]
+    if args.seeds != list(SEEDS):       # the table and the README's copy show the table's seeds only
+        print(f"seeds {' '.join(map(str, args.seeds))} stored in {args.out / 'ddpm.json'}; the table keeps seeds "
+              f"{' '.join(map(str, SEEDS))}")
+        return
     if missing:           # a table without them would drop rows from ddpm.md and the README
-        print(f"not measured yet: {', '.join(missing)}; run again (without --only or --max-steps) for the table")
+        print(f"not measured yet: {', '.join(missing)}; run again (without --only, --max-steps or --rows) for the table")
         return
     pool_shares = torch.bincount(load_mnist("train").labels, minlength=10).double() / len(pool)
     result["training_pool_class_shares"] = [round(float(s), 4) for s in pool_shares]

@@ -2,6 +2,7 @@
 tables' provenance sentences, and the DDPM bench's refusal to write a table with rows missing."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -152,3 +153,25 @@ def test_share_apart_counts_the_real_pairs_at_least_that_far_apart():
     assert share_apart(gaps, 1.1) == 1.0          # "at least": a pair exactly 1.1 apart counts
     assert share_apart(gaps, 1.2) == 1 / 3
     assert share_apart(gaps, 1.3) == 0.0
+
+
+def test_the_ddpm_bench_measures_other_seeds_only_in_a_folder_of_their_own(tmp_path, monkeypatch, capsys):
+    """--seeds other than the table's are refused beside the table (they would mix into its ranges); in their own
+    --out, --rows limits the run to those rows, their JSON records those seeds, and no table is written."""
+    spec = importlib.util.spec_from_file_location("ddpm_bench", ROOT / "bench" / "ddpm_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(sys, "argv", ["ddpm_bench.py", "--seeds", "2"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "a folder of their own" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["ddpm_bench.py", "--rows", "ddim-7", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "no row ddim-7" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["ddpm_bench.py", "--seeds", "2", "--rows", "ddim-10", "--no-timing",
+                                      "--num-samples", "20", "--batch-size", "10", "--out", str(tmp_path)])
+    bench.main()
+    stored = json.loads((tmp_path / "ddpm.json").read_text())
+    assert stored["seeds"] == [2] and [(r["sampler"], r["steps"], r["seeds"]) for r in stored["rows"]] == [("ddim", 10, [2])]
+    assert not (tmp_path / "ddpm.md").exists()
