@@ -14,6 +14,7 @@ refreshes the table between the <!-- bench:ddpm --> markers in README.md.
 
 More seeds for some rows go to a folder of their own, so that the table's rows keep one set of seeds, e.g.
 python bench/ddpm_bench.py --seeds 2 3 --rows ddim-50,ddpm-1000 --no-timing --out bench/results/ddpm_more_seeds
+writes only that folder's ddpm.json (no ddpm.md, no README table); run again with more seeds, it adds them.
 """
 
 import argparse
@@ -77,14 +78,17 @@ def main():
     chosen = None if args.rows is None else set(args.rows.split(","))
     if chosen is not None and not chosen <= plain:
         parser.error(f"--rows: no row {', '.join(sorted(chosen - plain))}; choose from {', '.join(sorted(plain))}")
-    if args.seeds != list(SEEDS) and args.out.resolve() == RESULTS.resolve():
+    args.seeds = sorted(set(args.seeds))
+    if args.seeds != sorted(SEEDS) and args.out.resolve() == RESULTS.resolve():
         parser.error(f"--seeds {' '.join(map(str, args.seeds))}: other seeds than the table's go to a folder of their "
                      "own; add e.g. --out bench/results/ddpm_more_seeds")
     pipe, classifier = pipelines.load("ddpm", device=args.device), load_classifier()
     heldout, pool = load_mnist("test").images, load_mnist("train").images
     identity = {"checkpoint_sha256": CHECKPOINTS["ddpm"][1], "num_samples": args.num_samples}
     done = {} if args.force else stored_rows("ddpm", identity, lambda r: (r["sampler"], r["steps"]), args.out)
-    result = {**identity, "seeds": args.seeds, "timing_batch": args.timing_batch, "checkpoint": pipe.info,
+    # the file's seeds: every seed its rows hold (a folder of other seeds grows run by run)
+    seeds = sorted({*args.seeds, *(s for r in done.values() for s in r.get("seeds", []))})
+    result = {**identity, "seeds": seeds, "timing_batch": args.timing_batch, "checkpoint": pipe.info,
               "machine": describe_device(args.device), "rows": []}
 
     def save():
@@ -114,7 +118,7 @@ def main():
     time_rows(timing, args.timing_batch, after_round=save)
     missing = [label(done[key]) for key in ((row_name(sampler, variant), steps) for sampler, steps, variant in CONFIGS)
                if "seeds" not in done[key]]
-    if args.seeds != list(SEEDS):       # the table and the README's copy show the table's seeds only
+    if args.seeds != sorted(SEEDS):       # the table and the README's copy show the table's seeds only
         print(f"seeds {' '.join(map(str, args.seeds))} stored in {args.out / 'ddpm.json'}; the table keeps seeds "
               f"{' '.join(map(str, SEEDS))}")
         return

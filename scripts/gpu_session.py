@@ -45,19 +45,19 @@ SITE = ROOT / ".gpu" / "site"       # packages the GPU machine lacks, put on eve
 
 # Settings on top of each recipe (recorded in the checkpoints); the EMA decay is set from the number of steps
 # (ema_decay below).
-# Seen on an H200 on 2026-11-26, four jobs at once (the DDPM predicting noise and predicting v, the flow model and the
+# A first lease (H200, 2026-11-26) ran four jobs at once (the DDPM predicting noise and predicting v, the flow model and the
 # LDM, each from scratch with batches of 1024 and a second residual block per level): 160-190 ms per step each, so
 # the card was busy, not waiting on launches; 1,400-1,650 steps fitted. That run used a fixed decay of 0.999, and
 # 0.999^1400 = 0.25: every EMA model still held a quarter of its random initial weights, and drew noise. A decay of
 # 1 - 10 / steps leaves e^-10 of them and averages about the last tenth of training.
-# Then the card ran the pixel DDPM's and the flow model's second stage (course_lib.recipes.SECOND_STAGE, on the
+# A second lease ran the pixel DDPM's and the flow model's second stage (course_lib.recipes.SECOND_STAGE, on the
 # networks the course ships, from the one-stage files FIRST_STAGES pins): a CPU stage of 6,000 steps of 64 had taken
 # the DDPM's DDIM-50 from 2.55-2.69 to 1.97-2.25 x floor, so training, not the network, held it back. Batches of 1024
 # keep the card busy; both models get the same number of steps (equal compute, issue 20). On an H200 on 2026-11-27
 # the probe measured 91-97 ms per step under load, 2,850 steps fitted, and the flow model and reflow ship from that
 # run (its DDPM measured DDIM-50 1.51-1.70 x floor). The one-stage files are not in the working tree: put them in
 # FIRST_STAGE_DIR before the lease (see first_stage below).
-# A second lease (2026-11-27, issue 16: DDIM-50 was 1.38-1.47 times DDPM-1000) trained two new DDPM second stages from
+# A third lease (2026-11-27, issue 16: DDIM-50 was 1.38-1.47 times DDPM-1000) trained two new DDPM second stages from
 # the same first stage, with noise levels drawn as the flow model draws them (time_sampling="logit_normal": about nine
 # in ten below t = 500, where DDIM falls behind), predicting the noise or v. Small CPU pilots (2,000 steps of 64 at
 # lr 3e-4; 1,000 digits, seeds 0 and 1) had ranked them: DDIM-50 x floor, uniform noise 2.41-2.43, logit-normal noise
@@ -69,7 +69,7 @@ SITE = ROOT / ".gpu" / "site"       # packages the GPU machine lacks, put on eve
 # (bench/results/ddpm_second_stages/v_logit_normal_continued.json). Longer training helps both samplers alike; it does
 # not close DDIM's gap to DDPM-1000 (issue 16 asks for 1.2), and it would break the flow model's equal compute unless
 # both train on.
-# A third lease (H200, 2026-11-27) tried the lever the second left: capacity. Both pixel models' second stages ran on a
+# A fourth lease (H200, 2026-11-27) tried the lever the third left: capacity. Both pixel models' second stages ran on a
 # deeper U-Net, two ResBlocks per level instead of one (0.99M parameters instead of 0.69M), grown from the pinned first
 # stages by unet.deepen so that they start from what the first stage learnt. The probe measured 110-119 ms per step
 # under load, so 2,500 steps fitted, not 2,850 (the benches took 250 s, the flow bench's last DDPM rows were drawn on
@@ -88,12 +88,14 @@ SITE = ROOT / ".gpu" / "site"       # packages the GPU machine lacks, put on eve
 # .gpu/site: the script now checks for them, and finds course_lib itself, before a lease's seconds are spent.
 # A sixth lease (H200, 2026-11-28) looked for more steps in the same minutes: cuDNN timing its convolution algorithms
 # once per shape (torch.backends.cudnn.benchmark), and a probe of bfloat16 autocast beside float32 (on two CPU cores the
-# same stage in bfloat16 had measured within 0.03 of float32 on every DDIM and DPM-Solver row). It went wrong: timing
-# the algorithms costs each new process seconds at its start, which a 100-step probe counts as steps (210 ms per step
-# in float32, 180 in bfloat16), so 1,550 steps were planned where the run then took 103 ms per step in bfloat16: it
-# ended two minutes early with 62% of the shipped stage's steps (DDIM-50 1.49-1.54 x floor, DDPM-1000 1.11-1.17; in
-# bench/results/ddpm_second_stages/). bfloat16 with cuDNN's timing at 103 ms per step, against float32 without it at
-# 110-115 in the fourth and fifth leases, is at most a tenth faster, so both were taken out again. What stays: one DDPM
+# one-block v stage in bfloat16 had measured within 0.03 of float32 on every DDIM and DPM-Solver row). It went wrong:
+# timing the algorithms costs each new process seconds at its start, which went into the probe's time per step (it
+# probed 100 steps: 197-206 ms per step in float32, 176 in bfloat16), so 1,550 steps were planned where the run then
+# kept 103 ms per step in bfloat16 (160 s): its training ended about two minutes before the time set aside for it,
+# with 62% of the shipped stage's steps (DDIM-50 1.49-1.54 x floor, DDPM-1000 1.11-1.17; in
+# bench/results/ddpm_second_stages/). Against float32 without cuDNN's timing, whose training runs kept 115 ms per step
+# (the shipped stage: 287 s for 2,500) and 108 (the fifth lease's: 253 s for 2,350), that is 4-10% faster, so both
+# changes were taken out again. What stays: one DDPM
 # job goes straight to its full bench, without the DDIM-50 pre-bench that chooses between several, and AFTER_TRAINING
 # is what this lease's benches took, all at once.
 # JOBS reproduces the shipped second stages of both pixel models (the flow model's goes on to reflow): each recipe's

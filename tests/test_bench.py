@@ -175,3 +175,8 @@ def test_the_ddpm_bench_measures_other_seeds_only_in_a_folder_of_their_own(tmp_p
     stored = json.loads((tmp_path / "ddpm.json").read_text())
     assert stored["seeds"] == [2] and [(r["sampler"], r["steps"], r["seeds"]) for r in stored["rows"]] == [("ddim", 10, [2])]
     assert not (tmp_path / "ddpm.md").exists()
+    monkeypatch.setattr(sys, "argv", ["ddpm_bench.py", "--seeds", "4", "--rows", "ddim-10", "--no-timing",
+                                      "--num-samples", "20", "--batch-size", "10", "--out", str(tmp_path)])
+    bench.main()                          # a second run adds its seed, and the file says it holds both
+    stored = json.loads((tmp_path / "ddpm.json").read_text())
+    assert stored["seeds"] == [2, 4] and stored["rows"][0]["seeds"] == [2, 4]
