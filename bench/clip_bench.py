@@ -24,14 +24,14 @@ from course_lib.captions import attribute_matches
 from course_lib.clip import embed_images, linear_probe, retrieval_precision, zero_shot_classify
 from course_lib.data import load_mnist
 
-from course_tools.bench import ROOT, write_results
+from course_tools.bench import RESULTS, write_results
 
 
 @torch.no_grad()
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--k", type=int, default=10, help="how many retrieved images are checked")
-    parser.add_argument("--out", default=ROOT / "bench" / "results")
+    parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
     start = time.perf_counter()
     clip = pipelines.load("clip", device="cpu")

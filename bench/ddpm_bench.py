@@ -28,7 +28,7 @@ from course_lib.device import describe_device
 from course_lib.metrics import load_classifier, quality_report, real_digits, real_draw_distances
 from course_lib.pretrained import CHECKPOINTS
 
-from course_tools.bench import (ROOT, add_output_arguments, draw_gaps, drawn_and_timed, measure_seeds, on_seeds,
+from course_tools.bench import (RESULTS, add_output_arguments, draw_gaps, drawn_and_timed, measure_seeds, on_seeds,
                                 quality_cells, sampling, save_partial, span, stored_rows, time_rows, timing_note,
                                 training_summary, write_results)
 
@@ -45,7 +45,6 @@ CONFIGS = [("ddim", 50, None), ("ddim", 20, None), ("ddim", 10, None),
            ("ddim", 50, "raw noise"), ("ddim", 50, "DDPM noise below t=500"),
            ("ddim", 50, "DDPM noise above t=500"), ("ddpm", 50, None), ("ddpm", 1000, None)]
 SEEDS = (0, 1)
-RESULTS = ROOT / "bench" / "results"     # the table's home: ddpm.json, ddpm.md and the README's copy
 # Real handwriting measured like a model (course_lib.metrics.real_digits), on more seeds than the rows: what each
 # figure reads for a perfect model, and how far 1,000 digits move it by sampling alone.
 REAL_SEEDS = tuple(range(6))
@@ -79,7 +78,8 @@ def main():
     if chosen is not None and not chosen <= plain:
         parser.error(f"--rows: no row {', '.join(sorted(chosen - plain))}; choose from {', '.join(sorted(plain))}")
     args.seeds = sorted(set(args.seeds))
-    if args.seeds != sorted(SEEDS) and args.out.resolve() == RESULTS.resolve():
+    other_seeds = args.seeds != sorted(SEEDS)        # kept out of the table and the README's copy of it
+    if other_seeds and args.out.resolve() == RESULTS.resolve():
         parser.error(f"--seeds {' '.join(map(str, args.seeds))}: other seeds than the table's go to a folder of their "
                      "own; add e.g. --out bench/results/ddpm_more_seeds")
     pipe, classifier = pipelines.load("ddpm", device=args.device), load_classifier()
@@ -118,7 +118,7 @@ def main():
     time_rows(timing, args.timing_batch, after_round=save)
     missing = [label(done[key]) for key in ((row_name(sampler, variant), steps) for sampler, steps, variant in CONFIGS)
                if "seeds" not in done[key]]
-    if args.seeds != sorted(SEEDS):       # the table and the README's copy show the table's seeds only
+    if other_seeds:
         print(f"seeds {' '.join(map(str, args.seeds))} stored in {args.out / 'ddpm.json'}; the table keeps seeds "
               f"{' '.join(map(str, SEEDS))}")
         return

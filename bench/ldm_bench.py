@@ -39,7 +39,7 @@ from course_lib.schedule import NoiseSchedule
 from course_lib.train import seconds_per_step
 from course_lib.unet import UNet
 
-from course_tools.bench import ROOT, span, write_results
+from course_tools.bench import RESULTS, span, write_results
 
 
 def generate(pipe, prompts, n_each, batch_size, seed, **kwargs):
@@ -93,7 +93,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (odd: the median is one of them)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)

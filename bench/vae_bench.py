@@ -22,7 +22,7 @@ from course_lib.data import load_mnist
 from course_lib.metrics import load_classifier, predict, quality_report
 from course_lib.vae import VAE, AutoEncoder, negative_elbo, psnr
 
-from course_tools.bench import ROOT, span, write_results
+from course_tools.bench import RESULTS, span, write_results
 
 
 def generators(model, encode, heldout_images):
@@ -48,7 +48,7 @@ def generators(model, encode, heldout_images):
 @torch.no_grad()
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=ROOT / "bench" / "results")
+    parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
     start = time.perf_counter()
     train, heldout = load_mnist("train"), load_mnist("test")

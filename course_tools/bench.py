@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"     # every bench's JSON and Markdown, unless --out says otherwise
 # Timing passes per row: one pass of 100 digits wandered by up to 40% between runs on the 2-core machine (another
 # process, the VM's neighbours); the machine's other work only ever slows a pass down, so the fastest is kept.
 # Its speed also drifts over minutes (on 2026-11-27 the same network call took 2.3 ms per digit, then 3.1 ms half an
@@ -44,7 +45,7 @@ def timing_note(batch_size: int) -> str:
             f"{TIMING_PASSES} passes")
 
 
-def write_results(name: str, result: dict, table: str, out: Path = ROOT / "bench" / "results") -> str:
+def write_results(name: str, result: dict, table: str, out: Path = RESULTS) -> str:
     """Write <name>.json and <name>.md under ``out``; refresh README.md between <!-- bench:name --> markers.
 
     Returns the Markdown table.
@@ -67,7 +68,7 @@ def add_output_arguments(parser, force: bool = True) -> None:
         parser.add_argument("--force", action="store_true", help="measure every row again")
     parser.add_argument("--device", default="cpu",
                         help="where to draw the samples, e.g. cuda; each row records where it was drawn")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
 
 
 def sampled_on(rows, unlabelled: str = "the machine that timed them", label=None) -> str:
@@ -152,7 +153,7 @@ def guidance_row(guidance: dict, guidance_scale: float, guidance_interval, condi
 
 def results(name: str) -> dict:
     """The stored results of ``bench/<name>_bench.py`` (bench/results/<name>.json), wherever the caller runs from."""
-    path = ROOT / "bench" / "results" / f"{name}.json"
+    path = RESULTS / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: restore it with `git checkout -- bench/results/{name}.json` "
                                 f"or measure it again with `python bench/{name}_bench.py`")
@@ -259,7 +260,7 @@ def setting_table(result: dict, setting: str, intro: str, column: str, names: di
 
 # --- resumable benches: every (row, seed) is stored as soon as it is measured ----------------------------
 
-def stored_rows(name: str, identity: dict, key, out: Path = ROOT / "bench" / "results") -> dict:
+def stored_rows(name: str, identity: dict, key, out: Path = RESULTS) -> dict:
     """The rows bench ``name`` stored earlier, by ``key(row)``, if its identity (checkpoint hash, protocol) is
     ``identity``; otherwise none, so that everything is measured again."""
     path = out / f"{name}.json"
@@ -281,7 +282,7 @@ def measure_seeds(row: dict, seeds, measure, save) -> dict:
     return row
 
 
-def save_partial(name: str, result: dict, out: Path = ROOT / "bench" / "results") -> None:
+def save_partial(name: str, result: dict, out: Path = RESULTS) -> None:
     """Write <name>.json only (no table, no README): what a resumable bench has measured so far."""
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
@@ -301,7 +302,7 @@ def compare_setting_main(doc: str, name: str, recipe: str, setting: str, values,
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=250, help="sampling batch")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     result = compare_setting(name, recipe, setting, values, samplers, steps=args.steps, ema_decay=args.ema_decay,
                              num_samples=args.num_samples, batch_size=args.batch_size, runs=args.runs,
@@ -311,7 +312,7 @@ def compare_setting_main(doc: str, name: str, recipe: str, setting: str, values,
 
 def compare_setting(name: str, recipe: str, setting: str, values, samplers, *, steps: int, ema_decay: float,
                     num_samples: int = 1000, batch_size: int = 250, seeds=(0, 1), runs: Path = ROOT / "runs",
-                    run_prefix: str | None = None, out: Path = ROOT / "bench" / "results") -> dict:
+                    run_prefix: str | None = None, out: Path = RESULTS) -> dict:
     """Train ``recipe`` once per value of ``setting`` (all else equal: seed, so batches, noise and timesteps,
     steps, EMA), then measure each with every (sampler, steps) of ``samplers`` by ``metrics.quality_report``.
 
