@@ -13,10 +13,10 @@ processes on one GPU at once, with large batches:
    (meant for the GPU machine's copy: it overwrites the shipped files there; with --smoke, a scratch copy) or in a
    copy of it, and
    the benches draw their samples on the GPU (``--device cuda --no-timing``): with several DDPMs in JOBS, the DDPM
-   bench up to 50 steps for each, and the one with the lowest DDIM-50 score (the only one, straight away) is installed and goes on to DDPM-1000 and the flow
-   bench's diffusion rows (the log says whether it beat the shipped DDPM's DDIM-50; whether it ships is decided
-   afterwards, from the returned benches). A flow model in JOBS goes on to reflow and the flow bench,
-   an LDM to the guidance bench.
+   bench up to 50 steps for each; the one with the lowest DDIM-50 score (a lone DDPM straight away) is installed and
+   goes on to DDPM-1000 and the flow bench's diffusion rows (the log says whether it beat the shipped DDPM's DDIM-50;
+   whether it ships is decided afterwards, from the returned benches). A flow model in JOBS goes on to reflow and the
+   flow bench, an LDM to the guidance bench.
 
 Checkpoints land in DIR/ckpt/ as soon as they are written; DIR/results.json (every bench's partial or final
 JSON) and DIR/log.txt (the tail of every job's log) are refreshed every 10 s, so a run cut short still
@@ -45,8 +45,8 @@ SITE = ROOT / ".gpu" / "site"       # packages the GPU machine lacks, put on eve
 
 # Settings on top of each recipe (recorded in the checkpoints); the EMA decay is set from the number of steps
 # (ema_decay below).
-# A first lease (H200, 2026-11-26) ran four jobs at once (the DDPM predicting noise and predicting v, the flow model and the
-# LDM, each from scratch with batches of 1024 and a second residual block per level): 160-190 ms per step each, so
+# A first lease (H200, 2026-11-26) ran four jobs at once (the DDPM predicting noise and predicting v, the flow model
+# and the LDM, each from scratch with batches of 1024 and a second residual block per level): 160-190 ms per step each, so
 # the card was busy, not waiting on launches; 1,400-1,650 steps fitted. That run used a fixed decay of 0.999, and
 # 0.999^1400 = 0.25: every EMA model still held a quarter of its random initial weights, and drew noise. A decay of
 # 1 - 10 / steps leaves e^-10 of them and averages about the last tenth of training.
@@ -95,9 +95,8 @@ SITE = ROOT / ".gpu" / "site"       # packages the GPU machine lacks, put on eve
 # with 62% of the shipped stage's steps (DDIM-50 1.49-1.54 x floor, DDPM-1000 1.11-1.17; in
 # bench/results/ddpm_second_stages/). Against float32 without cuDNN's timing, whose training runs kept 115 ms per step
 # (the shipped stage: 287 s for 2,500) and 108 (the fifth lease's: 253 s for 2,350), that is 4-10% faster, so both
-# changes were taken out again. What stays: one DDPM
-# job goes straight to its full bench, without the DDIM-50 pre-bench that chooses between several, and AFTER_TRAINING
-# is what this lease's benches took, all at once.
+# changes were taken out again. What stays: one DDPM job goes straight to its full bench, without the DDIM-50
+# pre-bench that chooses between several, and AFTER_TRAINING is what this lease's benches took, all at once.
 # JOBS reproduces the shipped second stages of both pixel models (the flow model's goes on to reflow): each recipe's
 # own second stage. Edit JOBS to try a variant in the next lease: the settings dict goes on top of the recipe's, e.g.
 # {"prediction_type": "epsilon"}.
@@ -320,13 +319,28 @@ def main():
             s.bench(job, "ddpm_bench.py", ["--no-timing", "--max-steps", "10" if args.smoke else "50", *samples], tree)
 
     def ddpm_line():
-        if len(DDPM_JOBS) == 1:       # nothing to choose between: train it and go straight to the full bench
+        if len(DDPM_JOBS) == 1:       # nothing to choose between: no DDIM-50 pre-bench, straight to the full bench
             job = DDPM_JOBS[0]
             if not trained(job):
                 return
-            chosen["ddpm"] = job
-            s.install(s.home, "ddpm", ckpt[job])
-            return full_ddpm_bench(job, s.copy_tree(job))
+            tree = s.copy_tree(job)
+            s.install(tree, "ddpm", ckpt[job])
+        else:
+            job = best_ddpm()
+            if job is None:
+                return
+            tree = scratch / job      # ddpm_variant installed it there
+        chosen["ddpm"] = job
+        s.install(s.home, "ddpm", ckpt[job])
+        rest = ["--max-steps", "20"] if args.smoke else []
+        threads = [threading.Thread(target=s.bench, args=(job, "ddpm_bench.py", ["--no-timing", *rest, *samples], tree)),
+                   threading.Thread(target=s.bench, args=("flow-ddpm", "flow_bench.py", ["--no-timing", "--models", "ddpm",
+                                                                                       *samples], tree))]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+
+    def best_ddpm():
+        """Every DDPM job trained and benched up to 50 steps; the one with the lowest DDIM-50 score (None if none)."""
         variants = [threading.Thread(target=ddpm_variant, args=(job,)) for job in DDPM_JOBS]
         [t.start() for t in variants]
         [t.join() for t in variants]
@@ -339,24 +353,13 @@ def main():
                 scores[job] = sum(ddim[0]["ratio"]) / 2
         s.say("DDIM-50 FD/floor, mean of two seeds:", scores)
         if not scores:
-            return
+            return None
         job = min(scores, key=scores.get)
         shipped = shipped_ddim50()
         # benched in full either way (the lease's copy of the repository, not a working tree): the rows are the evidence
         if not args.smoke and shipped is not None and scores[job] >= shipped:
             s.say(f"{job} does not beat the shipped DDPM's DDIM-50 ({shipped:.2f}); benching it in full all the same")
-        chosen["ddpm"] = job
-        s.install(s.home, "ddpm", ckpt[job])
-        full_ddpm_bench(job, scratch / job)
-
-    def full_ddpm_bench(job, tree):
-        """Every row of the DDPM bench for DDPM ``job`` (installed in ``tree``), and the flow bench's DDPM rows."""
-        rest = ["--max-steps", "20"] if args.smoke else []
-        threads = [threading.Thread(target=s.bench, args=(job, "ddpm_bench.py", ["--no-timing", *rest, *samples], tree)),
-                   threading.Thread(target=s.bench, args=("flow-ddpm", "flow_bench.py", ["--no-timing", "--models", "ddpm",
-                                                                                       *samples], tree))]
-        [t.start() for t in threads]
-        [t.join() for t in threads]
+        return job
 
     def flow_line():
         if "flow" not in JOBS or not trained("flow"):
